@@ -1,0 +1,56 @@
+"""Model zoo: ``create_model("B/16", num_classes=1000)`` and friends."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+from flax import nnx
+
+from vit_jax.models.cnn import SimpleCNN, SmallResNet
+from vit_jax.models.variants import SIZES, parse_variant
+from vit_jax.models.vit import VisionTransformer
+
+CNNS = {"SimpleCNN": SimpleCNN, "SmallResNet": SmallResNet}
+
+
+def create_model(variant: str = "B/16", *, num_classes: int | None = 1000,
+                 image_size=224, **overrides) -> nnx.Module:
+    """Builds a model from a variant string; keyword overrides win over the variant table.
+
+    ``variant`` is a ViT size with patch (``"S/16"``, ``"Ti/1"``, ``"B/16x8"``), or a CNN baseline
+    name (``"SimpleCNN"``, ``"SmallResNet"``). ``overrides`` are ``VisionTransformer`` arguments
+    (e.g. ``pool="gap"``, ``posemb="sincos2d"``, ``depth=2`` for a tiny test model).
+    """
+    if variant in CNNS:
+        return CNNS[variant](num_classes=num_classes, **overrides)
+    kwargs = {**parse_variant(variant), **overrides}
+    if "patch_size" not in kwargs:
+        raise ValueError(f"variant {variant!r} has no patch size; write e.g. '{variant}/16' "
+                         "or pass patch_size=")
+    try:
+        return VisionTransformer(num_classes=num_classes, image_size=image_size, **kwargs)
+    except TypeError as e:  # an unknown override: name the valid ones
+        raise ValueError(f"{e}; valid options: {', '.join(_vit_options())}") from None
+
+
+def _vit_options() -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(VisionTransformer.__init__).parameters
+            if p not in ("self", "rngs")]
+
+
+def abstract_model(variant: str = "B/16", **kwargs) -> nnx.Module:
+    """The model with shapes only (no parameter memory), for counting and planning."""
+    return nnx.eval_shape(lambda: create_model(variant, **kwargs))
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of trainable parameters (works on abstract models too)."""
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    return sum(math.prod(x.shape) for x in leaves)
+
+
+__all__ = ["CNNS", "SIZES", "VisionTransformer", "SimpleCNN", "SmallResNet", "abstract_model",
+           "count_params", "create_model", "parse_variant"]

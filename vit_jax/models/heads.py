@@ -1,0 +1,43 @@
+"""Pooling of the encoded tokens into one vector per image: class token, mean, or MAP."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vit_jax.models.attention import Attention
+from vit_jax.models.encoder import Mlp
+from vit_jax.models.layers import LayerNorm
+
+Array = jax.Array
+POOLS = ("cls", "gap", "map", "none")
+
+
+class MAPHead(nnx.Module):
+    """Multi-head attention pooling: a learned probe attends over the tokens (big_vision)."""
+
+    def __init__(self, width: int, mlp_dim: int, num_heads: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.xavier_uniform()
+        self.probe = nnx.Param(init(rngs.params(), (1, 1, width), jnp.float32),
+                               logical_axes=(None, None, "embed"))
+        self.attn = Attention(width, num_heads, rngs=rngs)
+        self.norm = LayerNorm(width, rngs=rngs)
+        self.mlp = Mlp(width, mlp_dim, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        probe = jnp.broadcast_to(self.probe[...].astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
+        y, _ = self.attn(probe, context=x)
+        y = y + self.mlp(self.norm(y))
+        return y[:, 0]
+
+
+def pool_tokens(x: Array, pool: str, num_prefix: int, map_head: MAPHead | None) -> Array:
+    """(B, L, D) tokens -> (B, D), or unchanged for ``pool='none'``."""
+    if pool == "cls":
+        return x[:, 0]
+    if pool == "gap":
+        return x[:, num_prefix:].mean(axis=1)  # the prefix tokens are not image content
+    if pool == "map":
+        return map_head(x)
+    return x

@@ -1,0 +1,73 @@
+"""Small building blocks shared by the models: initialisers, dropout, drop-path, dtype casts.
+
+Stochastic layers take an explicit PRNG key instead of holding an ``nnx.Rngs`` stream, so the
+same block runs unchanged inside ``jax.lax.scan`` (one key per layer) and resumes are exact.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+
+
+def param(rngs: nnx.Rngs, init, shape: tuple[int, ...], axes: tuple[str | None, ...],
+          dtype=jnp.float32) -> nnx.Param:
+    """A parameter tagged with logical axis names (read by ``vit_jax.sharding``)."""
+    assert len(axes) == len(shape), (shape, axes)
+    return nnx.Param(init(rngs.params(), shape, dtype), logical_axes=axes)
+
+
+def dropout(x: Array, rate: float, key: Array | None) -> Array:
+    """Inverted dropout; identity when ``key`` is None (evaluation) or the rate is zero."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def drop_path(x: Array, rate: Array | float, key: Array | None) -> Array:
+    """Stochastic depth: drop the whole residual branch per example.
+
+    ``rate`` may be a traced per-layer value (scan over layers carries one rate per layer).
+    """
+    if key is None:
+        return x
+    keep_prob = 1.0 - jnp.asarray(rate, jnp.float32)
+    keep = jax.random.bernoulli(key, keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x / keep_prob.astype(x.dtype), 0.0).astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm with eps 1e-6 (Google ViT / timm) computed in float32 whatever the compute dtype."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs, axis_name: str = "embed", eps: float = 1e-6):
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32), logical_axes=(axis_name,))
+        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32), logical_axes=(axis_name,))
+        self.eps = eps
+
+    def __call__(self, x: Array) -> Array:
+        dtype = x.dtype
+        x = x.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...] + self.bias[...]).astype(dtype)
+
+
+class Dense(nnx.Module):
+    """``x @ kernel + bias`` with the kernel cast to the compute dtype (params stay float32)."""
+
+    def __init__(self, din: int, dout: int, *, rngs: nnx.Rngs, axes: tuple[str, str],
+                 kernel_init=nnx.initializers.xavier_uniform(),
+                 bias_init=nnx.initializers.zeros_init(), use_bias: bool = True):
+        self.kernel = param(rngs, kernel_init, (din, dout), axes)
+        self.bias = param(rngs, bias_init, (dout,), axes[1:]) if use_bias else None
+
+    def __call__(self, x: Array) -> Array:
+        y = x @ self.kernel[...].astype(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(x.dtype)
+        return y

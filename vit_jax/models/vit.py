@@ -1,0 +1,133 @@
+"""The Vision Transformer: patch embedding, position embedding, prefix tokens, encoder, head.
+
+``model(images, train=False)`` returns logits; ``return_extras=True`` also returns a dict of
+intermediates (tokens, pre-logits, per-layer attention weights) for evaluators and notebooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vit_jax.models.encoder import Encoder
+from vit_jax.models.heads import POOLS, MAPHead, pool_tokens
+from vit_jax.models.layers import Dense, dropout
+from vit_jax.models.patch_embed import METHODS, PatchEmbed, grid_size
+from vit_jax.models.posemb import PositionEmbedding
+
+Array = jax.Array
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """7 -> (7, 7); (h, w) stays; anything else is a clear error."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+class VisionTransformer(nnx.Module):
+    """ViT with the options users of big_vision and timm expect (see ``create_model``)."""
+
+    def __init__(
+        self, *, num_classes: int | None, width: int, depth: int, mlp_dim: int, num_heads: int,
+        image_size: int | Sequence[int] = 224, patch_size: int | Sequence[int] = 16,
+        in_channels: int = 3, posemb: str = "learn", posemb_includes_prefix: bool = True,
+        class_token: bool = True, num_registers: int = 0, pool: str = "cls",
+        dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0,
+        layerscale: float | None = None, qk_norm: bool = False, head_zero_init: bool = True,
+        representation_size: int | None = None, dtype: str = "float32", scan: bool = False,
+        remat_policy: str = "none", attention: str = "standard", patch_embed_method: str = "conv",
+        seed: int = 0, rngs: nnx.Rngs | None = None,
+    ):
+        self.image_size = as_pair(image_size, "image_size")
+        self.patch_size = as_pair(patch_size, "patch_size")
+        self.grid = grid_size(self.image_size, self.patch_size)
+        _check_choice("pool", pool, POOLS)
+        _check_choice("dtype", dtype, tuple(DTYPES))
+        _check_choice("patch_embed_method", patch_embed_method, METHODS)
+        if pool == "cls" and not class_token:
+            raise ValueError("pool='cls' needs class_token=True; use pool='gap' or 'map' without it")
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+        rngs = rngs if rngs is not None else nnx.Rngs(params=seed, dropout=seed + 1)
+        self.dtype = DTYPES[dtype]
+        self.pool = pool
+        self.in_channels = in_channels
+        self.num_prefix = int(class_token) + num_registers
+        self.dropout_rate = dropout
+        self.stochastic = bool(dropout or attn_dropout or drop_path)
+        self.rngs = rngs  # the dropout stream, used when train=True and no key is given
+
+        self.patch_embed = PatchEmbed(self.patch_size, in_channels, width, rngs=rngs,
+                                      method=patch_embed_method)
+        self.posemb = PositionEmbedding(posemb, self.grid, width, num_prefix=self.num_prefix,
+                                        includes_prefix=posemb_includes_prefix, rngs=rngs)
+        zeros = nnx.initializers.zeros_init()
+        self.cls_token = (nnx.Param(zeros(rngs.params(), (1, 1, width)),
+                                    logical_axes=(None, None, "embed")) if class_token else None)
+        self.reg_tokens = (nnx.Param(nnx.initializers.normal(0.02)(
+            rngs.params(), (1, num_registers, width)), logical_axes=(None, None, "embed"))
+            if num_registers else None)
+        self.encoder = Encoder(depth, width, mlp_dim, num_heads, rngs=rngs, scan=scan,
+                               remat_policy=remat_policy, drop_path=drop_path, dropout=dropout,
+                               attn_dropout=attn_dropout, layerscale=layerscale, qk_norm=qk_norm,
+                               attention=attention)
+        self.map_head = MAPHead(width, mlp_dim, num_heads, rngs=rngs) if pool == "map" else None
+        self.pre_logits = (Dense(width, representation_size, rngs=rngs, axes=("embed", "mlp"))
+                           if representation_size else None)
+        features = representation_size or width
+        head_init = zeros if head_zero_init else nnx.initializers.xavier_uniform()
+        self.head = (Dense(features, num_classes, rngs=rngs, axes=("embed", "classes"),
+                           kernel_init=head_init) if num_classes else None)
+
+    def embed(self, images: Array) -> Array:
+        """Images -> (B, prefix + patches, D) tokens with position information added."""
+        if images.ndim != 4 or images.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"expected images of shape (batch, height, width, {self.in_channels}), "
+                f"got {images.shape}"
+            )
+        x = self.patch_embed(images.astype(self.dtype))
+        grid = grid_size(images.shape[1:3], self.patch_size)
+        pe = self.posemb(grid)
+        if pe is not None and not self.posemb.includes_prefix:
+            x = x + pe.astype(x.dtype)
+        prefix = [t[...] for t in (self.cls_token, self.reg_tokens) if t is not None]
+        if prefix:
+            prefix = jnp.concatenate(prefix, axis=1).astype(x.dtype)
+            x = jnp.concatenate([jnp.broadcast_to(prefix, (x.shape[0],) + prefix.shape[1:]), x],
+                                axis=1)
+        if pe is not None and self.posemb.includes_prefix:
+            x = x + pe.astype(x.dtype)
+        return x
+
+    def __call__(self, images: Array, *, train: bool = False, rng: Array | None = None,
+                 return_extras: bool = False, return_attention: bool = False):
+        key = None
+        if train and self.stochastic:
+            key = rng if rng is not None else self.rngs.dropout()
+        keys = jax.random.split(key) if key is not None else (None, None)
+        extras = {}
+        x = dropout(self.embed(images), self.dropout_rate, keys[0])
+        x, weights = self.encoder(x, key=keys[1], return_weights=return_attention)
+        extras["tokens"] = x
+        if return_attention:
+            extras["attention"] = weights  # (depth, B, heads, L, L)
+        x = pool_tokens(x, self.pool, self.num_prefix, self.map_head)
+        if self.pre_logits is not None:
+            x = jnp.tanh(self.pre_logits(x))
+        extras["pre_logits"] = x
+        out = (self.head(x) if self.head is not None else x).astype(jnp.float32)
+        if return_extras or return_attention:
+            return out, extras
+        return out
+
+
+def _check_choice(name: str, value, valid: tuple) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {valid}")
