@@ -56,7 +56,8 @@ class Attention(nnx.Module):
             setattr(self, name, nnx.Dict(kernel=kernel, bias=bias))
         out_init = nnx.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2)
         self.out = nnx.Dict(
-            kernel=param(rngs, out_init, (num_heads, head_dim, width), ("heads", "head_dim", "embed")),
+            kernel=param(rngs, out_init, (num_heads, head_dim, width),
+                         ("heads", "head_dim", "embed")),
             bias=param(rngs, zeros, (width,), ("embed",)),
         )
         self.q_norm = LayerNorm(head_dim, rngs=rngs, axis_name="head_dim") if qk_norm else None

@@ -41,10 +41,11 @@ def drop_path(x: Array, rate: Array | float, key: Array | None) -> Array:
 
 
 class LayerNorm(nnx.Module):
-    """LayerNorm with eps 1e-6 (Google ViT / timm) computed in float32 whatever the compute dtype."""
+    """LayerNorm, eps 1e-6 as Google ViT / timm, computed in float32 whatever the compute dtype."""
 
     def __init__(self, dim: int, *, rngs: nnx.Rngs, axis_name: str = "embed", eps: float = 1e-6):
-        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32), logical_axes=(axis_name,))
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32),
+                               logical_axes=(axis_name,))
         self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32), logical_axes=(axis_name,))
         self.eps = eps
 
@@ -61,8 +62,9 @@ class Dense(nnx.Module):
     """``x @ kernel + bias`` with the kernel cast to the compute dtype (params stay float32)."""
 
     def __init__(self, din: int, dout: int, *, rngs: nnx.Rngs, axes: tuple[str, str],
-                 kernel_init=nnx.initializers.xavier_uniform(),
-                 bias_init=nnx.initializers.zeros_init(), use_bias: bool = True):
+                 kernel_init=None, bias_init=None, use_bias: bool = True):
+        kernel_init = kernel_init or nnx.initializers.xavier_uniform()
+        bias_init = bias_init or nnx.initializers.zeros_init()
         self.kernel = param(rngs, kernel_init, (din, dout), axes)
         self.bias = param(rngs, bias_init, (dout,), axes[1:]) if use_bias else None
 

@@ -8,7 +8,6 @@ one shared matrix. Both spellings live here and the tests check they agree (seed
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from vit_jax.models.layers import param

@@ -51,7 +51,8 @@ class VisionTransformer(nnx.Module):
         _check_choice("dtype", dtype, tuple(DTYPES))
         _check_choice("patch_embed_method", patch_embed_method, METHODS)
         if pool == "cls" and not class_token:
-            raise ValueError("pool='cls' needs class_token=True; use pool='gap' or 'map' without it")
+            raise ValueError(
+                "pool='cls' needs class_token=True; use pool='gap' or 'map' without it")
         if width % num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
         rngs = rngs if rngs is not None else nnx.Rngs(params=seed, dropout=seed + 1)
