@@ -1,0 +1,244 @@
+"""Optimizer, learning-rate schedule and gradient accumulation, built from config.
+
+One config dict describes the whole update rule, e.g.::
+
+    dict(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.01,
+         schedule="cosine", warmup_steps=500, total_steps=10_000, end_lr_factor=0.0,
+         grad_clip_norm=1.0, grad_accum_steps=1)
+
+`build_tx` turns it into one optax transformation (clip -> decay -> optimizer -> lr);
+`build_schedule` is exposed separately so the train loop can log the learning rate;
+`accumulate_gradients` is called by the train step when ``grad_accum_steps > 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+# Parameters whose path contains one of these names are never weight-decayed: they are
+# embeddings/queries whose scale carries meaning (big_vision and timm exclude them too).
+NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "cls_token", "reg_tokens", "probe")
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "rsqrt", "constant")
+
+# Single source of truth for optimizer defaults; a config only states what it changes.
+DEFAULTS: dict[str, Any] = dict(
+    name="adamw",
+    lr=1e-3,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    weight_decay=0.0,
+    momentum=0.9,
+    nesterov=False,
+    schedule="cosine",
+    warmup_steps=0,
+    total_steps=None,
+    end_lr_factor=0.0,
+    timescale=10_000,  # rsqrt only: steps after warmup at which lr has dropped by 1/sqrt(2).
+    cooldown_steps=0,  # linear ramp to 0 over the last steps (any schedule; big_vision style).
+    grad_clip_norm=None,
+    grad_accum_steps=1,  # read by the train step (accumulate_gradients), not by build_tx.
+)
+
+
+def _resolve(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """Merges `cfg` over DEFAULTS; unknown keys are typos, so they raise."""
+    given = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"Unknown optimizer config keys {unknown}; valid keys: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **given}
+
+
+# ----------------------------------------------------------------------------- weight-decay mask
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _ndim(leaf: Any) -> int:
+    if isinstance(leaf, nnx.Variable):
+        leaf = leaf.get_value()
+    return len(leaf.shape) if hasattr(leaf, "shape") else jnp.ndim(leaf)
+
+
+def decay_mask(params: Any, no_decay_names: tuple[str, ...] = NO_DECAY_NAMES) -> Any:
+    """True where weight decay applies: matrices/kernels, not biases, norms or embeddings.
+
+    Works on an `nnx.State` of Params (mask leaves sit where the Variables are, a valid
+    prefix tree for optax), on its pure-array form, and on `nnx.to_pure_dict` output.
+    """
+
+    def keep(path: tuple[Any, ...], leaf: Any) -> bool:
+        names = {_key_name(k) for k in path}
+        return _ndim(leaf) >= 2 and not names.intersection(no_decay_names)
+
+    return jax.tree_util.tree_map_with_path(
+        keep, params, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def build_schedule(cfg: Mapping[str, Any] | Any) -> optax.Schedule:
+    """Linear warmup from 0 to `lr`, then cosine/linear/rsqrt/constant (+ optional cooldown).
+
+    Written as one jnp function of the step (as big_vision does) so that every schedule
+    shares the same warmup and cooldown and the result can be evaluated under jit.
+    """
+    c = _resolve(cfg)
+    kind, base = c["schedule"], float(c["lr"])
+    warmup, total = int(c["warmup_steps"]), c["total_steps"]
+    end, cooldown, timescale = float(c["end_lr_factor"]), int(c["cooldown_steps"]), c["timescale"]
+    if kind not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {kind!r}; valid choices: {SCHEDULES}")
+    if total is None and (kind in ("cosine", "linear") or cooldown):
+        raise ValueError(f"schedule={kind!r} (or cooldown_steps) needs total_steps to be set")
+    if total is not None and warmup + cooldown > int(total):
+        raise ValueError(f"warmup_steps + cooldown_steps ({warmup}+{cooldown}) > total_steps")
+    if end and kind not in ("cosine", "linear"):
+        raise ValueError(f"end_lr_factor only applies to cosine/linear, not {kind!r}; set it to 0")
+    if kind == "rsqrt" and not timescale > 0:
+        raise ValueError(f"rsqrt schedule needs timescale > 0, got {timescale}")
+
+    def schedule(step: jax.Array | int) -> jax.Array:
+        step = jnp.asarray(step, jnp.float32)
+        if kind in ("cosine", "linear"):
+            progress = jnp.clip((step - warmup) / max(int(total) - warmup, 1), 0.0, 1.0)
+            if kind == "cosine":
+                factor = end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(math.pi * progress))
+            else:
+                factor = 1.0 - (1.0 - end) * progress
+        elif kind == "rsqrt":
+            factor = jnp.sqrt(timescale / (jnp.maximum(step - warmup, 0.0) + timescale))
+        else:
+            factor = jnp.ones_like(step)
+        if warmup:
+            factor = factor * jnp.minimum(1.0, step / warmup)
+        if cooldown:
+            factor = factor * jnp.clip((int(total) - step) / cooldown, 0.0, 1.0)
+        return base * factor
+
+    return schedule
+
+
+# ----------------------------------------------------------------------------- transformation
+
+
+def build_tx(cfg: Mapping[str, Any] | Any) -> optax.GradientTransformation:
+    """The full update rule: global-norm clip -> (masked) weight decay -> adamw/sgd.
+
+    AdamW decay follows optax/PyTorch (decoupled, scaled by the current lr); SGD decay is
+    the classic coupled L2 term added to the gradient before momentum.
+    `grad_accum_steps` is not handled here: see `accumulate_gradients`.
+    """
+    c = _resolve(cfg)
+    schedule = build_schedule(c)
+    parts: list[optax.GradientTransformation] = []
+    if c["grad_clip_norm"]:
+        parts.append(optax.clip_by_global_norm(float(c["grad_clip_norm"])))
+    wd = float(c["weight_decay"])
+    if c["name"] == "adamw":
+        parts.append(
+            optax.adamw(
+                schedule, b1=c["b1"], b2=c["b2"], eps=c["eps"], weight_decay=wd, mask=decay_mask
+            )
+        )
+    elif c["name"] == "sgd":
+        if wd:
+            parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
+        parts.append(optax.sgd(schedule, momentum=c["momentum"] or None, nesterov=c["nesterov"]))
+    else:
+        raise ValueError(f"Unknown optimizer {c['name']!r}; valid choices: {OPTIMIZERS}")
+    return optax.chain(*parts)
+
+
+# ----------------------------------------------------------------------------- accumulation
+
+
+def _split_micro(batch: Any, num_micro: int) -> Any:
+    """(B, ...) -> (k, B/k, ...), taking every k-th example into the same micro-batch.
+
+    The strided split keeps each micro-batch spread over all devices when the batch axis
+    is sharded; a contiguous split would put micro-batch i on 1/k of the devices.
+    """
+
+    def split(x: jax.Array) -> jax.Array:
+        if x.ndim == 0 or x.shape[0] % num_micro:
+            raise ValueError(
+                f"Batch leaf of shape {x.shape} cannot be split into grad_accum_steps="
+                f"{num_micro} equal micro-batches; use a batch size divisible by {num_micro}"
+            )
+        return x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def accumulate_gradients(
+    loss_and_grad_fn: Callable[[Any, Any], tuple[Any, Any]],
+    params_or_model: Any,
+    batch: Any,
+    num_micro: int,
+) -> tuple[Any, Any]:
+    """Averages `loss_and_grad_fn(params_or_model, micro_batch)` over `num_micro` micro-batches.
+
+    Trades compute time for memory: k micro-batches of B/k give the same (value, grads) as
+    one batch of B when the loss is a mean over examples. Runs as a `lax.scan`, so only one
+    micro-batch's activations are alive at a time. `value` may be a loss or `(loss, aux)`;
+    every leaf is averaged, so aux should hold per-batch means. For an `nnx.Module`, state
+    changed by the forward pass (e.g. dropout RNG counters) is threaded through the
+    micro-batches and written back to the module.
+    """
+    if num_micro < 1:
+        raise ValueError(f"num_micro must be >= 1, got {num_micro}")
+    if num_micro == 1:
+        return loss_and_grad_fn(params_or_model, batch)
+    micro = _split_micro(batch, num_micro)
+
+    is_module = isinstance(params_or_model, nnx.Module)
+    if is_module:
+        graphdef, state = nnx.split(params_or_model)
+
+        def call(state: Any, mb: Any) -> tuple[Any, Any, Any]:
+            model = nnx.merge(graphdef, state)
+            out = loss_and_grad_fn(model, mb)
+            return out, nnx.state(model)
+    else:
+        state = params_or_model
+
+        def call(state: Any, mb: Any) -> tuple[Any, Any, Any]:
+            return loss_and_grad_fn(state, mb), state
+
+    first_mb = jax.tree.map(lambda x: x[0], micro)
+    out_shape = jax.eval_shape(lambda s, mb: call(s, mb)[0], state, first_mb)
+    # Accumulate in at least f32 so bf16 gradients do not lose the small micro-batch terms.
+    acc_dtype = lambda s: jnp.promote_types(s.dtype, jnp.float32)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, acc_dtype(s)), out_shape)
+
+    def body(carry: tuple[Any, Any], mb: Any) -> tuple[tuple[Any, Any], None]:
+        acc, state = carry
+        out, state = call(state, mb)
+        acc = jax.tree.map(lambda a, o: a + o.astype(a.dtype), acc, out)
+        return (acc, state), None
+
+    (acc, state), _ = jax.lax.scan(body, (zeros, state), micro)
+    value, grads = jax.tree.map(
+        lambda a, s: (a / num_micro).astype(s.dtype), acc, out_shape
+    )
+    if is_module:
+        nnx.update(params_or_model, state)
+    return value, grads
