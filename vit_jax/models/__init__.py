@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import jax
@@ -35,10 +36,16 @@ def create_model(variant: str = "B/16", *, num_classes: int | None = 1000,
 
 
 def _vit_options() -> list[str]:
-    import inspect
+    params = inspect.signature(VisionTransformer.__init__).parameters
+    return [name for name, p in params.items() if p.kind == p.KEYWORD_ONLY and name != "rngs"]
 
-    return [p for p in inspect.signature(VisionTransformer.__init__).parameters
-            if p not in ("self", "rngs")]
+
+def model_options(variant: str) -> dict:
+    """The keyword options of the model class behind ``variant`` with their defaults."""
+    cls = CNNS.get(variant, VisionTransformer)
+    skip = ("self", "rngs", "num_classes", "_ignored", "seed")
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name not in skip and p.kind == p.KEYWORD_ONLY and p.default is not p.empty}
 
 
 def abstract_model(variant: str = "B/16", **kwargs) -> nnx.Module:
@@ -53,4 +60,4 @@ def count_params(model: nnx.Module) -> int:
 
 
 __all__ = ["CNNS", "SIZES", "VisionTransformer", "SimpleCNN", "SmallResNet", "abstract_model",
-           "count_params", "create_model", "parse_variant"]
+           "count_params", "create_model", "model_options", "parse_variant"]

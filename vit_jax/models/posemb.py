@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vit_jax.models.resample import DEFAULT_METHOD, check_method, resample_posemb
+
 Array = jax.Array
 KINDS = ("learn", "sincos2d", "none")
 
@@ -41,13 +43,14 @@ class PositionEmbedding(nnx.Module):
 
     ``__call__(grid)`` returns (1, L, D) with L = grid_h*grid_w, plus ``num_prefix`` rows first
     when ``includes_prefix``. A learned table is only valid on the grid it was built for; other
-    grids go through ``vit_jax.models.resample`` (dynamic resolution).
+    grids go through ``vit_jax.models.resample`` with ``resample_method`` (dynamic resolution).
     """
 
     def __init__(self, kind: str, grid: tuple[int, int], width: int, *, num_prefix: int,
-                 includes_prefix: bool, rngs: nnx.Rngs):
+                 includes_prefix: bool, rngs: nnx.Rngs, resample_method: str = DEFAULT_METHOD):
         if kind not in KINDS:
             raise ValueError(f"unknown posemb {kind!r}; valid: {KINDS}")
+        self.resample_method = check_method(resample_method)
         self.kind = kind
         self.grid = tuple(grid)
         self.width = width
@@ -71,7 +74,5 @@ class PositionEmbedding(nnx.Module):
             return table
         if tuple(grid) == self.grid:
             return self.pos_embedding[...]
-        from vit_jax.models.resample import resample_posemb  # dynamic resolution
-
         return resample_posemb(self.pos_embedding[...], tuple(grid), old_grid=self.grid,
-                               num_prefix_tokens=self.num_prefix)
+                               num_prefix_tokens=self.num_prefix, method=self.resample_method)

@@ -17,6 +17,7 @@ from vit_jax.models.heads import POOLS, MAPHead, pool_tokens
 from vit_jax.models.layers import Dense, dropout
 from vit_jax.models.patch_embed import METHODS, PatchEmbed, grid_size
 from vit_jax.models.posemb import PositionEmbedding
+from vit_jax.models.resample import DEFAULT_METHOD
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -37,6 +38,7 @@ class VisionTransformer(nnx.Module):
         self, *, num_classes: int | None, width: int, depth: int, mlp_dim: int, num_heads: int,
         image_size: int | Sequence[int] = 224, patch_size: int | Sequence[int] = 16,
         in_channels: int = 3, posemb: str = "learn", posemb_includes_prefix: bool = True,
+        posemb_resample: str = DEFAULT_METHOD,
         class_token: bool = True, num_registers: int = 0, pool: str = "cls",
         dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0,
         layerscale: float | None = None, qk_norm: bool = False, head_zero_init: bool = True,
@@ -67,7 +69,8 @@ class VisionTransformer(nnx.Module):
         self.patch_embed = PatchEmbed(self.patch_size, in_channels, width, rngs=rngs,
                                       method=patch_embed_method)
         self.posemb = PositionEmbedding(posemb, self.grid, width, num_prefix=self.num_prefix,
-                                        includes_prefix=posemb_includes_prefix, rngs=rngs)
+                                        includes_prefix=posemb_includes_prefix, rngs=rngs,
+                                        resample_method=posemb_resample)
         zeros = nnx.initializers.zeros_init()
         self.cls_token = (nnx.Param(zeros(rngs.params(), (1, 1, width)),
                                     logical_axes=(None, None, "embed")) if class_token else None)

@@ -1,0 +1,155 @@
+"""The pp-string mini-language: parsing, each op's output, errors, and batch-level mixup."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vit_jax import data
+from vit_jax.data.mixup import Mixup, mix_pairs
+from vit_jax.data.order import example_rng
+
+
+def png(image: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def example():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    return {"image": png(image), "label": 3}, image
+
+
+def run(spec, ex, rng=None):
+    return data.build_pp(spec)(ex, rng if rng is not None else np.random.default_rng(0))
+
+
+def test_decode_resize_value_range_onehot(example):
+    ex, image = example
+    out = run("decode|resize(16)|value_range(-1,1)|onehot(5)", ex)
+    assert out["image"].shape == (16, 16, 3) and out["image"].dtype == np.float32
+    assert out["image"].min() >= -1.0 and out["image"].max() <= 1.0
+    np.testing.assert_array_equal(out["labels"], [0, 0, 0, 1, 0])
+    decoded = run("decode", ex)["image"]
+    np.testing.assert_array_equal(decoded, image)  # PNG is lossless.
+    scaled = run("decode|value_range(-1,1)", ex)["image"]
+    np.testing.assert_allclose(scaled, image / 127.5 - 1, atol=1e-6)
+    assert run("decode|resize((8, 12))", ex)["image"].shape == (8, 12, 3)
+
+
+def test_channels(example):
+    ex, image = example
+    grey = run("decode(channels=1)", ex)["image"]
+    assert grey.shape == (20, 30, 1)
+    rgb = run("decode(channels=1)|to_rgb", ex)["image"]
+    assert rgb.shape == (20, 30, 3)
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+    grey_png = {"image": png(image[..., 0]), "label": 0}
+    assert run("decode", grey_png)["image"].shape == (20, 30, 1)  # Grey stays 1 channel.
+    assert run("decode(channels=3)", grey_png)["image"].shape == (20, 30, 3)
+
+
+def test_crops(example):
+    ex, image = example
+    central = run("decode|central_crop(10)", ex)["image"]
+    np.testing.assert_array_equal(central, image[5:15, 10:20])
+    crop = run("decode|random_crop((20, 24))", ex)["image"]
+    assert crop.shape == (20, 24, 3)
+    padded = run("decode|resize(16)|random_crop(16, pad=4)", ex, np.random.default_rng(1))
+    assert padded["image"].shape == (16, 16, 3)
+    a = run("decode|inception_crop(12)", ex, example_rng(0, 0, 5))["image"]
+    b = run("decode|inception_crop(12)", ex, example_rng(0, 0, 5))["image"]
+    c = run("decode|inception_crop(12)", ex, example_rng(0, 0, 6))["image"]
+    assert a.shape == (12, 12, 3)
+    np.testing.assert_array_equal(a, b)  # Same (seed, epoch, index): same crop.
+    assert not np.array_equal(a, c)
+    assert run("decode|resize_small(10)", ex)["image"].shape == (10, 15, 3)
+
+
+def test_flip_lr(example):
+    ex, image = example
+    np.testing.assert_array_equal(run("decode|flip_lr(p=1.0)", ex)["image"], image[:, ::-1])
+    np.testing.assert_array_equal(run("decode|flip_lr(p=0.0)", ex)["image"], image)
+    flips = [
+        not np.array_equal(run("decode|flip_lr", ex, example_rng(0, 0, i))["image"], image)
+        for i in range(200)
+    ]
+    assert 70 < sum(flips) < 130  # p=0.5 by default.
+
+
+def test_resize_float_image(example):
+    ex, _ = example
+    out = run("decode|value_range(0,1)|resize(10)", ex)["image"]
+    assert out.shape == (10, 10, 3) and out.dtype == np.float32 and 0 <= out.min() <= 1
+
+
+def test_onehot_label_smoothing():
+    out = run("onehot(10, label_smoothing=0.1)", {"label": 7})["labels"]
+    np.testing.assert_allclose(out[7], 0.91, rtol=1e-6)
+    np.testing.assert_allclose(np.delete(out, 7), 0.01, rtol=1e-6)
+    np.testing.assert_allclose(out.sum(), 1.0, rtol=1e-6)
+    with pytest.raises(data.DataError, match="label 7 is outside \\[0, 5\\)"):
+        run("onehot(5)", {"label": 7})
+
+
+def test_bad_pp_strings_name_the_op_and_valid_ops():
+    with pytest.raises(data.DataError, match="unknown pp op 'blur'; valid ops: .*decode.*flip_lr"):
+        data.build_pp("decode|blur(3)")
+    with pytest.raises(data.DataError, match="pp op 'resize': bad arguments.*signature: resize"):
+        data.build_pp("decode|resize(32, 32, 32)")
+    with pytest.raises(data.DataError, match="resize: size must be a positive int"):
+        data.build_pp("decode|resize(-1)")
+    with pytest.raises(data.DataError, match="onehot: label_smoothing must be in"):
+        data.build_pp("onehot(10, label_smoothing=1.5)")
+    with pytest.raises(data.DataError, match="cannot parse pp item"):
+        data.build_pp("decode|resize(32")
+    with pytest.raises(data.DataError, match="arguments must be Python literals"):
+        data.build_pp("resize(size)")
+    with pytest.raises(data.DataError, match="non-empty"):
+        data.build_pp("")
+    with pytest.raises(data.DataError, match="has random ops: pass a np.random.Generator"):
+        data.build_pp("flip_lr")({"image": np.zeros((2, 2, 3), np.uint8)})
+
+
+def test_op_failure_is_reported_with_the_op(example):
+    ex, _ = example
+    with pytest.raises(data.DataError, match="central_crop: crop \\(64, 64\\) is larger"):
+        run("decode|central_crop(64)", ex)
+    with pytest.raises(data.DataError, match="decode: cannot decode image"):
+        run("decode", {"image": b"not an image", "label": 0})
+
+
+def test_mix_pairs_exact_values():
+    batch = {
+        "image": np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1),
+        "labels": np.eye(4, dtype=np.float32),
+        "label": np.arange(4, dtype=np.int32),
+    }
+    out = mix_pairs(batch, 0.75)
+    np.testing.assert_allclose(out["image"].ravel(), [0.25, 0.75, 2.25, 2.75])
+    np.testing.assert_allclose(out["labels"][0], [0.75, 0.25, 0, 0])
+    np.testing.assert_allclose(out["labels"][3], [0, 0, 0.25, 0.75])
+    np.testing.assert_allclose(out["labels"].sum(1), 1.0)
+    np.testing.assert_array_equal(out["label"], batch["label"])  # Dominant label kept.
+
+
+def test_mixup_weights_deterministic_and_dominant():
+    mixup = Mixup(alpha=0.4, seed=0)
+    weights = [mixup.weight(step) for step in range(100)]
+    assert weights == [Mixup(0.4, 0).weight(step) for step in range(100)]
+    assert min(weights) >= 0.5 and max(weights) <= 1.0
+    assert len(set(weights)) == 100 and np.mean(weights) < 0.9  # Mixes, not near-identity.
+
+
+def test_registering_an_op():
+    @data.register_pp_op("test_invert")
+    class Invert:
+        def __call__(self, example, rng):
+            return {**example, "image": 255 - example["image"]}
+
+    out = run("test_invert", {"image": np.zeros((2, 2, 1), np.uint8)})
+    assert out["image"].max() == 255 and "test_invert" in data.valid_pp_ops()

@@ -1,0 +1,97 @@
+"""The experiment config schema: every key a run reads, with its default, in one place.
+
+Config files in ``configs/`` start from ``base_config()`` and change what they need; the
+ConfigDict stays locked so a mistyped ``--config.x=y`` fails at once. ``validate`` then checks
+values (and builds the model abstractly) before any data is read or memory allocated.
+"""
+
+from __future__ import annotations
+
+import ml_collections as mlc
+from ml_collections.config_dict import placeholder
+
+from vit_jax import optim
+from vit_jax.data.config import default_config as data_default_config
+
+
+def base_config() -> mlc.ConfigDict:
+    c = mlc.ConfigDict()
+    c.seed = 0
+    c.total_steps = 1000
+    c.batch_size = 128  # global, over all processes and devices
+    c.data = data_default_config()  # keys and defaults: vit_jax/data/config.py
+    c.model = model_config("Ti/16", image_size=32)
+    c.optim = mlc.ConfigDict(dict(optim.DEFAULTS))
+    c.optim.total_steps = mlc.FieldReference(None, field_type=int)
+    c.label_smoothing = 0.0  # applied by the pp 'onehot' op; kept here for the record
+    c.eval_every_steps = 200
+    c.log_every_steps = 20
+    c.checkpoint_every_steps = 200
+    c.checkpoint = mlc.ConfigDict(dict(keep=3, keep_best=True, best_metric="eval/accuracy",
+                                       async_save=True))
+    c.eval_batch_size = 256
+    c.init_from = placeholder(str)  # a checkpoint to fine-tune from (transfer)
+    return c
+
+
+# Options that default to what the variant string says (None = take it from the variant).
+FROM_VARIANT = ("width", "depth", "mlp_dim", "num_heads", "patch_size")
+
+
+def model_config(variant: str, **changes) -> mlc.ConfigDict:
+    """Every option of the model class with its default, so ``--config.model.X=`` can set any.
+
+    The defaults are read from the model's own signature: the class is the single source of
+    truth. Type-unsafe so image/patch sizes may be ints or (h, w) pairs.
+    """
+    from vit_jax.models import model_options
+
+    options = {"variant": variant, **model_options(variant), **dict.fromkeys(FROM_VARIANT)}
+    unknown = sorted(set(changes) - set(options))
+    if unknown:
+        raise ValueError(f"unknown model options {unknown} for {variant!r}; valid: "
+                         f"{', '.join(sorted(options))}")
+    return mlc.ConfigDict({**options, **changes}, type_safe=False)
+
+
+def model_kwargs(config: mlc.ConfigDict, num_classes: int) -> dict:
+    """Arguments for ``create_model`` from ``config.model``."""
+    kw = {k: v for k, v in config.model.to_dict().items()
+          if not (k in FROM_VARIANT and v is None)}
+    return dict(variant=kw.pop("variant"), num_classes=num_classes, **kw)
+
+
+def build_model(config: mlc.ConfigDict, num_classes: int):
+    """The model the config describes, initialised from ``config.seed``."""
+    from vit_jax.models import create_model
+
+    return create_model(**model_kwargs(config, num_classes), seed=config.seed)
+
+
+def validate(config: mlc.ConfigDict):
+    """Checks values before any work; returns the dataset info. Errors name key and fix."""
+    import jax
+    from flax import nnx
+
+    from vit_jax import data
+
+    for key in ("total_steps", "batch_size", "eval_batch_size", "log_every_steps",
+                "eval_every_steps", "checkpoint_every_steps"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}")
+    procs = jax.process_count()
+    for key in ("batch_size", "eval_batch_size"):
+        if config[key] % procs:
+            raise ValueError(f"config.{key}={config[key]} is not divisible by the "
+                             f"{procs} processes; use a multiple of {procs}")
+    accum = config.optim.grad_accum_steps
+    if not isinstance(accum, int) or accum < 1 or (config.batch_size // procs) % accum:
+        raise ValueError(f"config.optim.grad_accum_steps={accum!r} must be a positive integer "
+                         f"dividing the per-process batch {config.batch_size // procs}")
+    optim.build_tx(dict(config.optim.to_dict(), total_steps=config.total_steps))
+    info = data.dataset_info(config.data)
+    try:  # shapes only: catches bad variants, patch/image mismatches, head counts
+        nnx.eval_shape(lambda: build_model(config, info.num_classes))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"config.model: {e}") from None
+    return info

@@ -1,0 +1,92 @@
+"""The data config: its keys, defaults and validation (one place, so errors can list them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from vit_jax.data.errors import DataError
+
+EMBEDDED = ("digits", "shapes")
+NAME_CHOICES = "'digits', 'shapes', 'folder' (with root=...) or 'tfds:<name>' (with data_dir=...)"
+SHAPES_DEFAULTS = dict(image_size=32, num_train=10000, num_test=2000, seed=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Validated data config. Build it with `resolve(config)` from a ConfigDict or dict."""
+
+    name: str = "shapes"
+    data_dir: str | None = None  # TFDS data_dir; None: $VIT_JAX_DATA_DIR or ~/.cache/vit_jax/tfds.
+    root: str | None = None  # Image folder root (name="folder"): root/<split>/<class>/<image>.
+    train_split: str = "train"
+    eval_split: str = "test"
+    pp_train: str = "decode|resize(32)|flip_lr|value_range(-1,1)|onehot(6)"
+    pp_eval: str = "decode|resize(32)|value_range(-1,1)|onehot(6)"
+    shapes: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(SHAPES_DEFAULTS))
+    mixup_alpha: float = 0.0  # > 0 turns on batch-level mixup with Beta(alpha, alpha).
+    workers: int = 0  # grain worker processes; 0 = in-process (with one prefetch thread).
+    prefetch: int = 2  # Batches buffered ahead (per worker when workers > 0).
+    skip_corrupt: bool = False  # Drop (and count) unreadable images instead of raising.
+    train_subset: int | None = None  # Deterministic first-N training examples.
+    image_key: str = "image"  # Feature names, for user TFDS datasets.
+    label_key: str = "label"
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """All keys with their defaults, for `configs/*.py` to start from and override."""
+    return ml_collections.ConfigDict(dataclasses.asdict(DataConfig()))
+
+
+def resolve(config: Mapping[str, Any] | ml_collections.ConfigDict | DataConfig) -> DataConfig:
+    """Validates a data config (missing keys take defaults); errors name the valid choices."""
+    if isinstance(config, DataConfig):
+        return config
+    if isinstance(config, ml_collections.ConfigDict | ml_collections.FrozenConfigDict):
+        config = config.to_dict()
+    if not isinstance(config, Mapping):
+        raise DataError(f"data config must be a ConfigDict or dict, got {type(config).__name__}")
+    valid = [f.name for f in dataclasses.fields(DataConfig)]
+    unknown = sorted(set(config) - set(valid))
+    if unknown:
+        raise DataError(f"unknown data config keys {unknown}; valid keys: {valid}")
+    values = dict(config)
+    shapes = dict(values.get("shapes") or {})
+    unknown = sorted(set(shapes) - set(SHAPES_DEFAULTS))
+    if unknown:
+        raise DataError(
+            f"unknown data.shapes keys {unknown}; valid keys: {sorted(SHAPES_DEFAULTS)}"
+        )
+    values["shapes"] = {**SHAPES_DEFAULTS, **shapes}
+    for key in ("data_dir", "root"):
+        if isinstance(values.get(key), str):
+            values[key] = os.path.expanduser(values[key])
+    cfg = DataConfig(**values)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: DataConfig) -> None:
+    name = cfg.name
+    if not isinstance(name, str) or not (
+        name in EMBEDDED or name == "folder" or (name.startswith("tfds:") and len(name) > 5)
+    ):
+        raise DataError(f"unknown dataset name {name!r}; valid: {NAME_CHOICES}")
+    if name == "folder" and not cfg.root:
+        raise DataError("name='folder' needs root=<dir> holding <split>/<class>/<image files>")
+    if not _is_int(cfg.workers) or cfg.workers < 0:
+        raise DataError(f"workers must be an int >= 0 (0 = in-process), got {cfg.workers!r}")
+    if not _is_int(cfg.prefetch) or cfg.prefetch < 0:
+        raise DataError(f"prefetch must be an int >= 0, got {cfg.prefetch!r}")
+    if not isinstance(cfg.mixup_alpha, int | float) or cfg.mixup_alpha < 0:
+        raise DataError(f"mixup_alpha must be a number >= 0 (0 = off), got {cfg.mixup_alpha!r}")
+    if cfg.train_subset is not None and (not _is_int(cfg.train_subset) or cfg.train_subset < 1):
+        raise DataError(f"train_subset must be None or an int >= 1, got {cfg.train_subset!r}")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)

@@ -1,0 +1,92 @@
+"""A checkpointable batch iterator whose whole state is the step counter.
+
+Batch `step` is a pure function of (config, seed, step), so restoring is slicing the batch
+dataset at `step`: the state is tiny, JSON-serialisable, independent of the worker count, and
+(for the same global batch size) even of the process count. It subclasses grain's
+`DatasetIterator`, so grain/Orbax checkpoint helpers that call get_state/set_state work too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grain
+from absl import flags
+
+from vit_jax.data.errors import DataError
+
+
+class BatchIterator(grain.DatasetIterator):
+    """Iterates `batches[step:]` with grain threads/processes; `num_steps=None` is endless."""
+
+    def __init__(
+        self,
+        batches: grain.MapDataset,
+        *,
+        workers: int,
+        prefetch: int,
+        num_steps: int | None,
+        fingerprint: dict[str, Any],
+    ):
+        super().__init__()
+        self._batches, self._workers, self._prefetch = batches, workers, prefetch
+        self.num_steps, self._fingerprint = num_steps, fingerprint
+        self._step, self._iterator = 0, None
+
+    def __next__(self) -> dict[str, Any]:
+        if self.num_steps is not None and self._step >= self.num_steps:
+            self._close_iterator()  # Frees worker processes as soon as a finite pass ends.
+            raise StopIteration
+        if self._iterator is None:
+            self._iterator = self._start(self._step)
+        batch = next(self._iterator)
+        self._step += 1
+        return batch
+
+    def _start(self, step: int):
+        batches = self._batches[step:] if step else self._batches
+        # One reader thread overlaps preprocessing with the (GIL-releasing) train step.
+        read = grain.ReadOptions(
+            num_threads=1 if self._prefetch else 0, prefetch_buffer_size=self._prefetch
+        )
+        ds = batches.to_iter_dataset(read)
+        if self._workers:
+            _make_grain_profiling_flag_readable()
+            options = grain.MultiprocessingOptions(
+                num_workers=self._workers, per_worker_buffer_size=max(self._prefetch, 1)
+            )
+            ds = ds.mp_prefetch(options)
+        return iter(ds)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"step": self._step, **self._fingerprint}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        wrong = {k: (state.get(k), v) for k, v in self._fingerprint.items() if state.get(k) != v}
+        if wrong:
+            details = ", ".join(f"{k}: saved {s!r}, now {v!r}" for k, (s, v) in wrong.items())
+            raise DataError(f"iterator state is from a different input pipeline ({details})")
+        self._close_iterator()
+        self._step = int(state["step"])
+
+    def _close_iterator(self) -> None:
+        iterator, self._iterator = getattr(self, "_iterator", None), None
+        if iterator is not None:
+            iterator.close()
+
+    def close(self) -> None:
+        self._close_iterator()
+        super().close()
+
+
+def _make_grain_profiling_flag_readable() -> None:
+    """Lets grain start workers in programs that never parse absl flags (tests, notebooks).
+
+    With jax installed, grain 0.2.18 reads its absl flag
+    `--grain_enable_multiprocess_worker_profiling` when starting workers, which raises
+    UnparsedFlagAccessError unless absl flags were parsed (as `app.run` does). Marking only that
+    flag as given (at its default value) touches no other flag and is overridden by a later parse.
+    """
+    name = "grain_enable_multiprocess_worker_profiling"
+    if not flags.FLAGS.is_parsed() and name in flags.FLAGS:
+        flags.FLAGS[name].present = max(flags.FLAGS[name].present, 1)

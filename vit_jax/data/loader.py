@@ -1,0 +1,142 @@
+"""Public entry points: train/eval batch iterators and dataset facts, built from a data config.
+
+Batch layout (numpy): "image" float32 (B,H,W,C), "label" int32 (B,), "labels" float32 (B,K)
+one-hot (smoothed and/or mixed); eval batches add "mask" bool (False on padding) and "index"
+int32 (the example's index in the split, -1 on padding). `batch_size` is per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+
+from vit_jax.data import pp as pp_lib
+from vit_jax.data.config import DataConfig, resolve
+from vit_jax.data.errors import DataError
+from vit_jax.data.iterator import BatchIterator
+from vit_jax.data.mixup import Mixup
+from vit_jax.data.pipeline import EvalExample, TrainExample, probe
+from vit_jax.data.sources import load_split
+
+ConfigLike = Mapping[str, Any] | DataConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    num_train: int  # After train_subset and skipped corrupt images.
+    num_eval: int
+    image_shape: tuple[int, ...]  # (H, W, C) of preprocessed eval images: what the model sees.
+    class_names: tuple[str, ...] | None
+    num_skipped: int  # Unreadable images dropped by skip_corrupt (train + eval).
+    skipped: tuple[str, ...]  # ... and where they are.
+
+
+def dataset_info(data_config: ConfigLike) -> DatasetInfo:
+    """Counts, classes and the preprocessed image shape (prepares embedded data if needed)."""
+    cfg = resolve(data_config)
+    train = load_split(cfg, cfg.train_split, subset=cfg.train_subset)
+    evals = load_split(cfg, cfg.eval_split)
+    probe(train, pp_lib.build(cfg.pp_train), "pp_train")
+    image = probe(evals, pp_lib.build(cfg.pp_eval), "pp_eval")["image"]
+    return DatasetInfo(
+        name=cfg.name,
+        num_classes=train.num_classes,
+        num_train=len(train.records),
+        num_eval=len(evals.records),
+        image_shape=tuple(image.shape),
+        class_names=train.class_names,
+        num_skipped=len(train.skipped) + len(evals.skipped),
+        skipped=train.skipped + evals.skipped,
+    )
+
+
+def build_train_iterator(
+    data_config: ConfigLike,
+    *,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> BatchIterator:
+    """Endless shuffled, augmented batches of this process's shard of each global batch.
+
+    The global batch is `batch_size * process_count` examples; concatenating all processes'
+    batches of a step gives exactly the batch of a single-process run with that batch size.
+    Each epoch is reshuffled from `seed`. `get_state()`/`set_state()` resume bit-exactly.
+    """
+    cfg = resolve(data_config)
+    _check_batching(batch_size, process_index, process_count)
+    if not isinstance(seed, int) or seed < 0:
+        raise DataError(f"seed must be an int >= 0, got {seed!r}")
+    if cfg.mixup_alpha and batch_size % 2:
+        raise DataError(
+            f"mixup mixes example pairs and needs an even per-process batch_size, got {batch_size}"
+        )
+    split = load_split(cfg, cfg.train_split, subset=cfg.train_subset)
+    pp = pp_lib.build(cfg.pp_train)
+    probe(split, pp, "pp_train")
+    example = TrainExample(
+        split, pp, seed=seed, batch_size=batch_size, process=(process_index, process_count)
+    )
+    batches = grain.MapDataset.range(sys.maxsize).map(example)
+    batches = batches.batch(batch_size, drop_remainder=True)
+    if cfg.mixup_alpha:
+        batches = batches.map_with_index(Mixup(cfg.mixup_alpha, seed))
+    fingerprint = dict(
+        dataset=split.name,
+        num_examples=len(split.records),
+        seed=seed,
+        global_batch_size=batch_size * process_count,
+    )
+    return BatchIterator(
+        batches, workers=cfg.workers, prefetch=cfg.prefetch, num_steps=None, fingerprint=fingerprint
+    )
+
+
+def build_eval_iterator(
+    data_config: ConfigLike,
+    *,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> BatchIterator:
+    """One pass over the eval split in order: every example exactly once across processes.
+
+    All batches have the same shape; the last global batch is padded and its padding rows have
+    mask False (and index -1). Every process yields `num_steps` batches.
+    """
+    cfg = resolve(data_config)
+    _check_batching(batch_size, process_index, process_count)
+    split = load_split(cfg, cfg.eval_split)
+    pp = pp_lib.build(cfg.pp_eval)
+    probe(split, pp, "pp_eval")
+    global_batch = batch_size * process_count
+    num_steps = -(-len(split.records) // global_batch)
+    example = EvalExample(split, pp, batch_size=batch_size, process=(process_index, process_count))
+    batches = grain.MapDataset.range(num_steps * batch_size).map(example)
+    batches = batches.batch(batch_size, drop_remainder=True)
+    fingerprint = dict(
+        dataset=split.name, num_examples=len(split.records), global_batch_size=global_batch
+    )
+    return BatchIterator(
+        batches,
+        workers=cfg.workers,
+        prefetch=cfg.prefetch,
+        num_steps=num_steps,
+        fingerprint=fingerprint,
+    )
+
+
+def _check_batching(batch_size: int, process_index: int, process_count: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size (per process) must be an int >= 1, got {batch_size!r}")
+    if not (isinstance(process_count, int) and process_count >= 1):
+        raise DataError(f"process_count must be an int >= 1, got {process_count!r}")
+    if not (isinstance(process_index, int) and 0 <= process_index < process_count):
+        raise DataError(f"process_index must be in [0, {process_count}), got {process_index!r}")

@@ -1,0 +1,281 @@
+"""Image ops of the pp language (numpy + PIL; images are HWC uint8 until `value_range`).
+
+Each op is a small picklable class: `__init__` validates the pp-string arguments (so a bad string
+fails when the pipeline is built, not in a worker), `__call__(example, rng)` transforms the
+example's "image". Ops with `random = True` use `rng`, the per-example generator.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+from vit_jax.data.errors import DataError
+from vit_jax.data.registry import register
+
+_METHODS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "area": Image.Resampling.BOX,
+}
+
+
+def _hw(size, op: str) -> tuple[int, int]:
+    """`32` -> (32, 32); `(h, w)` -> (h, w); anything else is an argument error."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (
+        not isinstance(size, tuple | list)
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        raise ValueError(f"{op}: size must be a positive int or (height, width), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _method(method: str, op: str) -> Image.Resampling:
+    if method not in _METHODS:
+        raise ValueError(f"{op}: method must be one of {sorted(_METHODS)}, got {method!r}")
+    return _METHODS[method]
+
+
+def resize_image(image: np.ndarray, hw: tuple[int, int], method: Image.Resampling) -> np.ndarray:
+    """Resizes uint8 grey/RGB in one PIL call; anything else channel by channel."""
+    if image.shape[:2] == hw:
+        return image
+    size = (hw[1], hw[0])  # PIL wants (width, height).
+    if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
+        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        return np.asarray(pil.resize(size, method)).reshape(hw + (image.shape[-1],))
+    dtype = np.uint8 if image.dtype == np.uint8 else np.float32  # PIL modes "L" and "F".
+    channels = [
+        np.asarray(Image.fromarray(image[..., c].astype(dtype)).resize(size, method))
+        for c in range(image.shape[-1])
+    ]
+    return np.stack(channels, axis=-1).astype(image.dtype)
+
+
+@register("decode")
+class Decode:
+    """Encoded bytes -> uint8 (H,W,C). `channels`: None keeps grey as 1 and colour as 3."""
+
+    def __init__(self, channels: int | None = None):
+        if channels not in (None, 1, 3):
+            raise ValueError(f"decode: channels must be None, 1 or 3, got {channels!r}")
+        self.channels = channels
+
+    def __call__(self, example, rng):
+        data = example["image"]
+        if isinstance(data, np.ndarray):  # Already decoded (e.g. a TFDS Tensor feature).
+            image = data if data.ndim == 3 else data[..., None]
+            return {**example, "image": _set_channels(image, self.channels)}
+        try:
+            with Image.open(io.BytesIO(data)) as pil:
+                pil.load()
+                mode = _target_mode(pil.mode, self.channels)
+                image = np.asarray(pil if pil.mode == mode else pil.convert(mode))
+        except Exception as e:
+            raise DataError(f"decode: cannot decode image: {type(e).__name__}: {e}") from e
+        return {**example, "image": image if image.ndim == 3 else image[..., None]}
+
+
+def _target_mode(mode: str, channels: int | None) -> str:
+    if channels == 1 or (channels is None and mode in ("1", "L", "LA", "I", "I;16", "F")):
+        return "L"
+    return "RGB"
+
+
+def _set_channels(image: np.ndarray, channels: int | None) -> np.ndarray:
+    if channels is None or image.shape[-1] == channels:
+        return image
+    if channels == 3:
+        return ToRGB()({"image": image}, None)["image"]
+    grey = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.round(grey)[..., None].astype(image.dtype)
+
+
+@register("to_rgb")
+class ToRGB:
+    """Grey (1 channel) -> 3 channels by repetition; RGBA -> RGB; RGB unchanged."""
+
+    def __call__(self, example, rng):
+        image = example["image"]
+        if image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        elif image.shape[-1] == 4:
+            image = image[..., :3]
+        elif image.shape[-1] != 3:
+            raise DataError(f"to_rgb: expected 1, 3 or 4 channels, got shape {image.shape}")
+        return {**example, "image": image}
+
+
+@register("resize")
+class Resize:
+    """Resize to `size` (int: square, or (h, w)); aspect ratio is not kept."""
+
+    def __init__(self, size, method: str = "bilinear"):
+        self.hw = _hw(size, "resize")
+        self.method = _method(method, "resize")
+
+    def __call__(self, example, rng):
+        return {**example, "image": resize_image(example["image"], self.hw, self.method)}
+
+
+@register("resize_small")
+class ResizeSmall:
+    """Resize so the shorter side is `size`, keeping aspect ratio (before a central crop)."""
+
+    def __init__(self, size: int, method: str = "bilinear"):
+        self.size = _hw(size, "resize_small")[0]
+        self.method = _method(method, "resize_small")
+
+    def __call__(self, example, rng):
+        image = example["image"]
+        h, w = image.shape[:2]
+        scale = self.size / min(h, w)
+        hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+        return {**example, "image": resize_image(image, hw, self.method)}
+
+
+def _crop(image: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
+    return image[top : top + h, left : left + w]
+
+
+def _check_fits(image: np.ndarray, hw: tuple[int, int], op: str) -> None:
+    if image.shape[0] < hw[0] or image.shape[1] < hw[1]:
+        raise DataError(
+            f"{op}: crop {hw} is larger than the image {image.shape[:2]}; resize first "
+            f"(e.g. 'resize_small({max(hw)})|{op}(...)')"
+        )
+
+
+@register("central_crop")
+class CentralCrop:
+    def __init__(self, size):
+        self.hw = _hw(size, "central_crop")
+
+    def __call__(self, example, rng):
+        image = example["image"]
+        _check_fits(image, self.hw, "central_crop")
+        top = (image.shape[0] - self.hw[0]) // 2
+        left = (image.shape[1] - self.hw[1]) // 2
+        return {**example, "image": _crop(image, top, left, *self.hw)}
+
+
+@register("random_crop")
+class RandomCrop:
+    """Random `size` crop, after zero-padding by `pad` pixels on each side (CIFAR-style)."""
+
+    random = True
+
+    def __init__(self, size, pad: int = 0):
+        self.hw = _hw(size, "random_crop")
+        if not isinstance(pad, int) or pad < 0:
+            raise ValueError(f"random_crop: pad must be a non-negative int, got {pad!r}")
+        self.pad = pad
+
+    def __call__(self, example, rng):
+        image = example["image"]
+        if self.pad:
+            image = np.pad(image, ((self.pad, self.pad), (self.pad, self.pad), (0, 0)))
+        _check_fits(image, self.hw, "random_crop")
+        top = int(rng.integers(0, image.shape[0] - self.hw[0] + 1))
+        left = int(rng.integers(0, image.shape[1] - self.hw[1] + 1))
+        return {**example, "image": _crop(image, top, left, *self.hw)}
+
+
+@register("inception_crop")
+class InceptionCrop:
+    """Random-resized crop: area in [area_min, area_max] % of the image, aspect in [3/4, 4/3].
+
+    As in Inception / torchvision's RandomResizedCrop: 10 tries, then the central crop of the
+    largest fitting aspect ratio; the crop is then resized to `size`.
+    """
+
+    random = True
+
+    def __init__(self, size, area_min: float = 5, area_max: float = 100, method: str = "bilinear"):
+        self.hw = _hw(size, "inception_crop")
+        if not 0 < area_min <= area_max <= 100:
+            raise ValueError(
+                f"inception_crop: need 0 < area_min <= area_max <= 100 (percent), "
+                f"got {area_min}, {area_max}"
+            )
+        self.area = (area_min / 100, area_max / 100)
+        self.method = _method(method, "inception_crop")
+
+    def __call__(self, example, rng):
+        image = example["image"]
+        top, left, h, w = self._window(image.shape[0], image.shape[1], rng)
+        crop = _crop(image, top, left, h, w)
+        return {**example, "image": resize_image(crop, self.hw, self.method)}
+
+    def _window(self, height: int, width: int, rng: np.random.Generator):
+        log_ratio = (math.log(3 / 4), math.log(4 / 3))
+        for _ in range(10):
+            area = height * width * rng.uniform(*self.area)
+            ratio = math.exp(rng.uniform(*log_ratio))
+            w = round(math.sqrt(area * ratio))
+            h = round(math.sqrt(area / ratio))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(rng.integers(0, height - h + 1))
+                left = int(rng.integers(0, width - w + 1))
+                return top, left, h, w
+        ratio = width / height
+        if ratio < 3 / 4:
+            w, h = width, round(width / (3 / 4))
+        elif ratio > 4 / 3:
+            h, w = height, round(height * (4 / 3))
+        else:
+            h, w = height, width
+        return (height - h) // 2, (width - w) // 2, h, w
+
+
+@register("flip_lr")
+class FlipLR:
+    """Mirror left-right with probability `p`."""
+
+    random = True
+
+    def __init__(self, p: float = 0.5):
+        if not 0 <= p <= 1:
+            raise ValueError(f"flip_lr: p must be in [0, 1], got {p!r}")
+        self.p = p
+
+    def __call__(self, example, rng):
+        if rng.uniform() < self.p:
+            return {**example, "image": example["image"][:, ::-1]}
+        return example
+
+
+@register("value_range")
+class ValueRange:
+    """Linearly maps [in_min, in_max] (uint8 pixel range by default) to float32 [vmin, vmax]."""
+
+    def __init__(
+        self,
+        vmin: float = -1,
+        vmax: float = 1,
+        in_min: float = 0,
+        in_max: float = 255,
+        clip_values: bool = False,
+    ):
+        if not (vmin < vmax and in_min < in_max):
+            raise ValueError(
+                f"value_range: need vmin < vmax and in_min < in_max, got "
+                f"({vmin}, {vmax}, in_min={in_min}, in_max={in_max})"
+            )
+        self.scale = np.float32((vmax - vmin) / (in_max - in_min))
+        self.offset = np.float32(vmin - in_min * (vmax - vmin) / (in_max - in_min))
+        self.bounds = (np.float32(vmin), np.float32(vmax)) if clip_values else None
+
+    def __call__(self, example, rng):
+        image = example["image"].astype(np.float32) * self.scale + self.offset
+        if self.bounds is not None:
+            image = np.clip(image, *self.bounds)
+        return {**example, "image": image}

@@ -1,0 +1,200 @@
+"""The training job: ``train_and_evaluate(config, workdir)``, one readable function in stages.
+
+Stages: validate the config, input pipeline, model and optimizer, checkpoint and resume, jitted
+steps, then the loop (progress, periodic eval, checkpoints, preemption, NaN guard).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import ml_collections as mlc
+import numpy as np
+from flax import nnx
+
+from vit_jax import data, metrics, optim
+from vit_jax.checkpoints import Checkpointer, install_preemption_handler, preemption_requested
+from vit_jax.config import build_model, validate
+from vit_jax.train_step import make_eval_step, make_train_step
+
+
+def log(message: str) -> None:
+    """Progress for people: printed by process 0 only, flushed so pipes show it live."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or gradient norm became NaN/inf: the run stops instead of saving garbage."""
+
+
+def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
+    """Trains (or resumes) the run in ``workdir``; returns its final and best eval metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    # --- Config: every bad key or value fails here, before data or memory is touched.
+    info = validate(config)
+    total_steps = config.total_steps
+    pcount, pindex = jax.process_count(), jax.process_index()
+
+    # --- Input pipeline: each process reads its own shard of every global batch.
+    train_iter = data.build_train_iterator(
+        config.data, batch_size=config.batch_size // pcount, seed=config.seed,
+        process_index=pindex, process_count=pcount)
+
+    # --- Model and optimizer.
+    model = build_model(config, info.num_classes)
+    optim_cfg = optim_config(config)
+    optimizer = nnx.Optimizer(model, optim.build_tx(optim_cfg), wrt=nnx.Param)
+    schedule = optim.build_schedule(optim_cfg)
+    metrics.log_parameter_overview(model)
+
+    # --- Checkpoints: a workdir with a checkpoint resumes from it.
+    ckpt = Checkpointer(workdir, **config.checkpoint)
+    rng = jax.random.PRNGKey(config.seed)
+    start_step = 0
+    try:
+        restored = ckpt.restore_latest(model=model, optimizer=optimizer, rng=rng)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"the checkpoint in {ckpt.directory} does not match this config (model or optimizer "
+            f"changed?); use a new --workdir, or the config it was written with. Orbax said: "
+            f"{str(e)[:2000]}") from None
+    if restored is not None:
+        start_step, rng = restored.step, restored.rng
+        if restored.data_state:
+            train_iter.set_state(restored.data_state)
+        log(f"Resumed from step {start_step} ({ckpt.directory})")
+
+    # --- Steps.
+    graphdef, state = nnx.split((model, optimizer))
+    train_step = jax.jit(make_train_step(graphdef, schedule=schedule,
+                                         grad_accum_steps=optim_cfg["grad_accum_steps"]),
+                         donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(graphdef))
+
+    def evaluate(state) -> dict:
+        return run_eval(eval_step, state, config)
+
+    results = _load_results(workdir)
+    if start_step >= total_steps:
+        log(f"Run already complete at step {start_step}/{total_steps} in {workdir}; "
+            "nothing to train (use a new --workdir or raise --config.total_steps).")
+        if "final" not in results:
+            results["final"] = {"step": start_step, **evaluate(state)}
+        _report(results, workdir, log)
+        ckpt.close()
+        return results
+
+    # --- Loop.
+    install_preemption_handler()
+    writer = metrics.MetricWriter(str(workdir))
+    progress = metrics.ProgressReporter(total_steps, batch_size=config.batch_size,
+                                        every_steps=config.log_every_steps, every_secs=30,
+                                        first_step=start_step)
+    log(f"Training {start_step} -> {total_steps} steps, batch {config.batch_size}, "
+        f"workdir {workdir}")
+    pending = None  # the previous step's metrics, checked one step late to keep dispatch async
+    last_saved = start_step
+    t0 = time.time()
+    for step in range(start_step + 1, total_steps + 1):
+        batch = next(train_iter)
+        state, step_metrics = train_step(state, batch, rng)
+        if pending is not None:
+            _check_finite(*pending, last_saved, ckpt)
+        pending = (step, step_metrics)
+        progress(step, loss=step_metrics["train/loss"], lr=step_metrics["train/lr"])
+        if step % config.log_every_steps == 0:
+            writer.write_scalars(step, jax.device_get(step_metrics))
+
+        eval_metrics = None
+        if step % config.eval_every_steps == 0 or step == total_steps:
+            eval_metrics = evaluate(state)
+            writer.write_scalars(step, eval_metrics)
+            log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+            _update_best(results, step, eval_metrics, config.checkpoint.best_metric)
+            _save_results(results, workdir)
+
+        preempted = preemption_requested()
+        if step % config.checkpoint_every_steps == 0 or step == total_steps or preempted:
+            _check_finite(*pending, last_saved, ckpt)  # never save after a bad step
+            nnx.update((model, optimizer), state)
+            ckpt.save(step, model=model, optimizer=optimizer, rng=rng,
+                      data_state=train_iter.get_state(), config=config,
+                      metrics=eval_metrics, wait=preempted)
+            last_saved = step
+        if preempted:
+            log(f"Preempted: saved step {step} to {ckpt.directory}; rerun to resume.")
+            break
+    else:
+        results["final"] = {"step": total_steps, **(eval_metrics or evaluate(state))}
+        results["train_seconds"] = time.time() - t0
+        _report(results, workdir, log)
+    ckpt.wait_until_finished()
+    ckpt.close()
+    writer.close()
+    return results
+
+
+def optim_config(config: mlc.ConfigDict) -> dict:
+    """The optimizer section with ``total_steps`` defaulting to the run's length."""
+    cfg = config.optim.to_dict()
+    cfg["total_steps"] = cfg.get("total_steps") or config.total_steps
+    return cfg
+
+
+def run_eval(eval_step, state, config: mlc.ConfigDict) -> dict:
+    """Top-1 and loss over the whole eval split (padding masked), as Python floats."""
+    total = None
+    for batch in data.build_eval_iterator(
+            config.data, batch_size=config.eval_batch_size // jax.process_count(),
+            process_index=jax.process_index(), process_count=jax.process_count()):
+        batch_metrics = eval_step(state, batch)
+        total = batch_metrics if total is None else total.merge(batch_metrics)
+    return metrics.compute_eval_metrics(total)
+
+
+def _check_finite(step: int, step_metrics: dict, last_saved: int, ckpt: Checkpointer) -> None:
+    loss = float(step_metrics["train/loss"])
+    grad_norm = float(step_metrics["train/grad_norm"])
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        ckpt.wait_until_finished()
+        raise NonFiniteLossError(
+            f"non-finite training loss at step {step} (loss={loss}, grad_norm={grad_norm}); "
+            f"stopped without saving it. The last good checkpoint is step {last_saved} in "
+            f"{ckpt.directory}. Try a lower --config.optim.lr, "
+            "--config.optim.grad_clip_norm=1.0 or a longer warmup.")
+
+
+def _update_best(results: dict, step: int, eval_metrics: dict, best_metric: str) -> None:
+    value = eval_metrics.get(best_metric)
+    best = results.get("best")
+    if value is not None and (best is None or value > best[best_metric]):
+        results["best"] = {"step": step, **eval_metrics}
+
+
+def _load_results(workdir: Path) -> dict:
+    path = workdir / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_results(results: dict, workdir: Path) -> None:
+    if jax.process_index() == 0:
+        tmp = workdir / "results.json.tmp"
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(workdir / "results.json")  # atomic: never a half-written file
+
+
+def _report(results: dict, workdir: Path, log) -> None:
+    _save_results(results, workdir)
+    for name in ("best", "final"):
+        if name in results:
+            r = results[name]
+            log(f"{name}: step {r['step']}, eval accuracy {r.get('eval/accuracy', np.nan):.4f}, "
+                f"eval loss {r.get('eval/loss', np.nan):.4f}")
+    log(f"Logs and checkpoints: {workdir}")
