@@ -15,7 +15,7 @@ def tiny_config(**changes):
     c = base_config()
     c.total_steps = 30
     c.batch_size = 32
-    c.eval_batch_size = 100
+    c.eval_batch_size = 96
     c.data.name = "digits"
     c.data.pp_train = "decode|value_range(-1,1)|onehot(10)"
     c.data.pp_eval = "decode|value_range(-1,1)|onehot(10)"

@@ -94,6 +94,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({"optim.schedule": "cosin"}, "cosin"),
     ({"batch_size": 30, "optim.grad_accum_steps": 4}, "grad_accum_steps=4"),
     ({"total_steps": 0}, "config.total_steps must be a positive integer"),
+    ({"eval_batch_size": 100}, "eval_batch_size=100 is not divisible by the 8 data"),
+    ({"mesh.data": 3}, "uses 3 devices but 8 are available"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, changes, match):
     with pytest.raises(ValueError, match=match):

@@ -30,6 +30,8 @@ def base_config() -> mlc.ConfigDict:
     c.checkpoint = mlc.ConfigDict(dict(keep=3, keep_best=True, best_metric="eval/accuracy",
                                        async_save=True))
     c.eval_batch_size = 256
+    # Device mesh (vit_jax/sharding.py): one axis may be -1 to take the remaining devices.
+    c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.init_from = placeholder(str)  # a checkpoint to fine-tune from (transfer)
     return c
 
@@ -79,11 +81,16 @@ def validate(config: mlc.ConfigDict):
                 "eval_every_steps", "checkpoint_every_steps"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}")
+    from vit_jax import sharding
+
     procs = jax.process_count()
+    mesh = sharding.mesh_shape(config.mesh, jax.device_count())
+    batch_devices = mesh["data"] * mesh["fsdp"]
     for key in ("batch_size", "eval_batch_size"):
-        if config[key] % procs:
-            raise ValueError(f"config.{key}={config[key]} is not divisible by the "
-                             f"{procs} processes; use a multiple of {procs}")
+        for what, n in (("processes", procs), ("data*fsdp devices of the mesh", batch_devices)):
+            if config[key] % n:
+                raise ValueError(f"config.{key}={config[key]} is not divisible by the {n} "
+                                 f"{what}; use a multiple of {n}")
     accum = config.optim.grad_accum_steps
     if not isinstance(accum, int) or accum < 1 or (config.batch_size // procs) % accum:
         raise ValueError(f"config.optim.grad_accum_steps={accum!r} must be a positive integer "

@@ -1,4 +1,4 @@
-"""Import and export ViT checkpoints of the peers: Google ``.npz`` and timm ``.safetensors``.
+"""Import and export ViT checkpoints of the peers: Google .npz and timm .safetensors.
 
     python -m vit_jax.convert --input=ViT-B_16.npz --output=DIR            # -> DIR/model.npz
     python -m vit_jax.convert --input=vit_b16.safetensors --output=b16.npz --variant=B/16
@@ -484,7 +484,7 @@ def infer_config(arrays: Mapping[str, np.ndarray], fmt: str, dialect: str = "vit
         posemb_resample=known.get("posemb_resample", FAMILY_RESAMPLE.get(fmt)),
         class_token=cls is not None, num_registers=prefix - int(cls is not None),
         pool=pool or ("map" if view("map_head/probe") is not None
-                                           else "cls" if cls is not None else "gap"),
+                      else "cls" if cls is not None else "gap"),
         layerscale=1e-5 if view("encoder/blocks/0/ls1/gamma") is not None else None,
         qk_norm=view("encoder/blocks/0/attn/q_norm/scale") is not None,
         representation_size=pre.shape[1] if pre is not None else None,
@@ -582,6 +582,10 @@ def import_checkpoint(path: str | Path, *, resample: str | None = None,
     arrays, meta = read_file(path)
     fmt = detect_format(arrays, meta)
     if fmt == "vit_jax":
+        given = sorted(k for k, v in {**overrides, "resample": resample}.items() if v is not None)
+        if given:
+            raise ValueError(f"{path} is already a vit_jax checkpoint; {given} apply to Google "
+                             "and timm inputs only")
         return read_converted(path)
     dialect = "vit"
     if fmt == "google":
@@ -593,7 +597,7 @@ def import_checkpoint(path: str | Path, *, resample: str | None = None,
     if "posemb/pos_embedding" in params and new_grid != grid:
         prefix = (int(config["class_token"]) + config["num_registers"]
                   if config["posemb_includes_prefix"] else 0)
-        method = check_method(resample or FAMILY_RESAMPLE[fmt])
+        method = check_method(resample or config["posemb_resample"])
         params["posemb/pos_embedding"] = np.asarray(resample_posemb(
             params["posemb/pos_embedding"], new_grid, old_grid=grid, num_prefix_tokens=prefix,
             method=method))

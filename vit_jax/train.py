@@ -16,7 +16,7 @@ import ml_collections as mlc
 import numpy as np
 from flax import nnx
 
-from vit_jax import data, metrics, optim
+from vit_jax import data, metrics, optim, sharding
 from vit_jax.checkpoints import Checkpointer, install_preemption_handler, preemption_requested
 from vit_jax.config import build_model, validate
 from vit_jax.train_step import make_eval_step, make_train_step
@@ -47,12 +47,21 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         config.data, batch_size=config.batch_size // pcount, seed=config.seed,
         process_index=pindex, process_count=pcount)
 
-    # --- Model and optimizer.
-    model = build_model(config, info.num_classes)
+    # --- Model and optimizer, created already sharded over the mesh (never whole on a device).
+    mesh = sharding.make_mesh(config.mesh)
     optim_cfg = optim_config(config)
-    optimizer = nnx.Optimizer(model, optim.build_tx(optim_cfg), wrt=nnx.Param)
+    tx = optim.build_tx(optim_cfg)
+
+    def create():
+        model = build_model(config, info.num_classes)
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    graphdef, state, state_shardings = sharding.create_sharded_state(create, mesh)
+    model, optimizer = nnx.merge(graphdef, state)
     schedule = optim.build_schedule(optim_cfg)
     metrics.log_parameter_overview(model)
+    log(f"Mesh {dict(mesh.shape)} over {jax.device_count()} {jax.default_backend()} devices, "
+        f"{pcount} process(es)")
 
     # --- Checkpoints: a workdir with a checkpoint resumes from it.
     ckpt = Checkpointer(workdir, **config.checkpoint)
@@ -71,15 +80,16 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
             train_iter.set_state(restored.data_state)
         log(f"Resumed from step {start_step} ({ckpt.directory})")
 
-    # --- Steps.
+    # --- Steps: jitted with the state's shardings, state buffers donated.
     graphdef, state = nnx.split((model, optimizer))
-    train_step = jax.jit(make_train_step(graphdef, schedule=schedule,
-                                         grad_accum_steps=optim_cfg["grad_accum_steps"]),
-                         donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(graphdef))
+    train_step = sharding.jit_train_step(
+        make_train_step(graphdef, schedule=schedule,
+                        grad_accum_steps=optim_cfg["grad_accum_steps"]),
+        state_shardings, mesh)
+    eval_step = sharding.jit_eval_step(make_eval_step(graphdef), state_shardings, mesh)
 
     def evaluate(state) -> dict:
-        return run_eval(eval_step, state, config)
+        return run_eval(eval_step, state, config, mesh)
 
     results = _load_results(workdir)
     if start_step >= total_steps:
@@ -103,7 +113,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     last_saved = start_step
     t0 = time.time()
     for step in range(start_step + 1, total_steps + 1):
-        batch = next(train_iter)
+        batch = sharding.shard_batch(next(train_iter), mesh)
         state, step_metrics = train_step(state, batch, rng)
         if pending is not None:
             _check_finite(*pending, last_saved, ckpt)
@@ -148,13 +158,13 @@ def optim_config(config: mlc.ConfigDict) -> dict:
     return cfg
 
 
-def run_eval(eval_step, state, config: mlc.ConfigDict) -> dict:
+def run_eval(eval_step, state, config: mlc.ConfigDict, mesh) -> dict:
     """Top-1 and loss over the whole eval split (padding masked), as Python floats."""
     total = None
     for batch in data.build_eval_iterator(
             config.data, batch_size=config.eval_batch_size // jax.process_count(),
             process_index=jax.process_index(), process_count=jax.process_count()):
-        batch_metrics = eval_step(state, batch)
+        batch_metrics = eval_step(state, sharding.shard_batch(batch, mesh))
         total = batch_metrics if total is None else total.merge(batch_metrics)
     return metrics.compute_eval_metrics(total)
 

@@ -18,6 +18,7 @@ from vit_jax.models.layers import Dense, dropout
 from vit_jax.models.patch_embed import METHODS, PatchEmbed, grid_size
 from vit_jax.models.posemb import PositionEmbedding
 from vit_jax.models.resample import DEFAULT_METHOD
+from vit_jax.sharding import constrain
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -108,7 +109,9 @@ class VisionTransformer(nnx.Module):
                                 axis=1)
         if pe is not None and self.posemb.includes_prefix:
             x = x + pe.astype(x.dtype)
-        return x
+        # Pin tokens to batch sharding: with FSDP, GSPMD would otherwise split them along
+        # `embed` in the backward pass and all-gather the whole batch (no-op without a mesh).
+        return constrain(x, ("batch", None, None))
 
     def __call__(self, images: Array, *, train: bool = False, rng: Array | None = None,
                  return_extras: bool = False, return_attention: bool = False):
