@@ -92,7 +92,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({"data.pp_train": "decode|sharpen(2)"}, "sharpen"),
     ({"optim.name": "lamb"}, "lamb"),
     ({"optim.schedule": "cosin"}, "cosin"),
-    ({"batch_size": 30, "optim.grad_accum_steps": 4}, "grad_accum_steps=4"),
+    ({"batch_size": 24, "optim.grad_accum_steps": 5}, "grad_accum_steps=5"),
     ({"total_steps": 0}, "config.total_steps must be a positive integer"),
     ({"eval_batch_size": 100}, "eval_batch_size=100 is not divisible by the 8 data"),
     ({"mesh.data": 3}, "uses 3 devices but 8 are available"),
