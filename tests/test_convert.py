@@ -300,6 +300,8 @@ def test_cli(tmp_path, capsys):
     np.testing.assert_allclose(params["posemb/pos_embedding"], resample_posemb(
         m.posemb.pos_embedding[...], (5, 5), num_prefix_tokens=1, method="bicubic_antialias"),
         atol=1e-6)
+    assert convert.main([f"--input={tmp_path / 'big.npz'}", "--image_size=24",
+                         f"--output={tmp_path / 'x.npz'}"]) == 2  # nothing silently ignored
     # ours -> Google npz -> ours
     assert convert.main([f"--input={tmp_path / 'out' / 'model.npz'}", "--to=google",
                          f"--output={tmp_path / 'g.npz'}"]) == 0

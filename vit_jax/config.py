@@ -47,8 +47,10 @@ def model_config(variant: str, **changes) -> mlc.ConfigDict:
     truth. Type-unsafe so image/patch sizes may be ints or (h, w) pairs.
     """
     from vit_jax.models import model_options
+    from vit_jax.models import CNNS
 
-    options = {"variant": variant, **model_options(variant), **dict.fromkeys(FROM_VARIANT)}
+    from_variant = {} if variant in CNNS else dict.fromkeys(FROM_VARIANT)
+    options = {"variant": variant, **model_options(variant), **from_variant}
     unknown = sorted(set(changes) - set(options))
     if unknown:
         raise ValueError(f"unknown model options {unknown} for {variant!r}; valid: "

@@ -7,7 +7,8 @@
 Formats (``FORMATS``):
 - ``google``: the original ViT (google-research/vision_transformer) and big_vision, told apart
   by their block names; big_vision's stacked ``Transformer/encoderblock`` (scan) is unstacked and
-  a ``params/`` prefix (training checkpoints) is stripped. Export writes original-ViT names.
+  a ``params/`` prefix is stripped (a training checkpoint's other state, e.g. ``opt/``, is not
+  read). Export writes original-ViT names.
 - ``timm``: a timm ``vit_*`` state dict saved with safetensors (numpy only, no torch).
 - ``vit_jax``: ours, what ``convert`` writes: an ``.npz`` whose keys are our parameter names in
   loop form (``encoder/blocks/0/attn/query/kernel``, float32) plus ``__vit_jax_config__``, a JSON
@@ -16,9 +17,10 @@ Formats (``FORMATS``):
 Each format's parameter-name mapping is one table (``GOOGLE``, ``TIMM``) read by both import and
 export. Anything the table cannot place is an error naming the keys, never skipped.
 
-Parity note: Google's Flax models call ``nn.gelu``, which is the tanh approximation, while ours
-and timm use exact erf GELU. Imported Google weights therefore match the timm port of the same
-checkpoint exactly and the original JAX model to ~1e-3 in the logits.
+Parity note: Google's Flax models (vision_transformer ``models_vit.py``, big_vision ``vit.py``)
+call ``flax.linen.gelu`` = ``jax.nn.gelu`` with its default ``approximate=True`` (tanh form); ours
+and timm use exact erf GELU. Imported Google weights thus compute exactly what timm's port of the
+same checkpoint computes, and differ from the original JAX model by that GELU gap (~1e-3 logits).
 """
 
 from __future__ import annotations
