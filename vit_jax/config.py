@@ -46,8 +46,7 @@ def model_config(variant: str, **changes) -> mlc.ConfigDict:
     The defaults are read from the model's own signature: the class is the single source of
     truth. Type-unsafe so image/patch sizes may be ints or (h, w) pairs.
     """
-    from vit_jax.models import model_options
-    from vit_jax.models import CNNS
+    from vit_jax.models import CNNS, model_options
 
     from_variant = {} if variant in CNNS else dict.fromkeys(FROM_VARIANT)
     options = {"variant": variant, **model_options(variant), **from_variant}
