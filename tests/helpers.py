@@ -28,3 +28,8 @@ def tiny_config(**changes):
     c.checkpoint.async_save = False
     c.update_from_flattened_dict(changes)
     return c
+
+
+def get_config(arg: str | None = None):
+    """Lets the CLI run the tiny config: ``--config=tests/helpers.py``."""
+    return tiny_config()

@@ -1,0 +1,542 @@
+"""Will it fit? Per-device memory and FLOPs of the real train step, compiled without parameters.
+
+  python -m vit_jax.plan --config=configs/quickstart.py --mesh=fsdp=8 --batch=256
+  python -m vit_jax.plan --variant=H/14 --image_size=224 --num_classes=1000 \
+      --mesh=fsdp=64 --batch=1024 --device_memory=80GiB [--json]
+
+The train step the trainer runs (``make_train_step`` jitted by ``sharding.jit_train_step``) is
+lowered and compiled ahead of time for the mesh on fake CPU devices, from abstract inputs only:
+the state comes from ``nnx.eval_shape`` and its shardings from ``param_partition_specs``, so a
+g/14 on 64 devices plans on a laptop. What is reported, per device:
+
+- parameters / optimizer state: the shard of each array the device holds (exact, from the
+  sharded abstract shapes);
+- XLA's ``memory_analysis()`` of the SPMD-partitioned program (per-device numbers: checked in
+  tests/test_plan.py by comparing fsdp=8 with fsdp=1):
+  ``argument`` = the step's inputs (state + batch shard + rng), ``output`` = new state + metrics,
+  ``alias`` = outputs written into donated input buffers (the state: counted in both argument
+  and output, so subtracted once), ``temp`` = everything XLA allocates during the step:
+  activations kept for the backward pass, gradients, all-gathered weights, optimizer
+  temporaries. ``peak = argument + output - alias + temp`` is what must fit.
+- FLOPs: XLA's ``cost_analysis()``, which for a partitioned program also counts one device's
+  share (x devices = the step's total), next to the analytic estimate (``analytic_flops``).
+
+If the step does not fit ``--device_memory``, cheaper-memory variants are compiled in the order of
+their cost (rematerialisation first, then micro-batching) and the first that fits is suggested.
+
+Caveats: the numbers are XLA:CPU's buffer assignment. TPU/GPU compilers fuse, pad (TPU tiles)
+and schedule collectives differently and may rematerialise on their own, so treat peak as an
+estimate with ~10-20 % uncertainty, and keep headroom (e.g. plan with 90 % of the HBM).
+Compiled memory also ignores the runtime's own reservations (GPU: ~1 GiB context, XLA's
+preallocation fraction).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from vit_jax import optim, sharding
+from vit_jax.config import base_config, build_model, model_config
+from vit_jax.models import count_params
+from vit_jax.train_step import make_train_step
+
+# Remat policies by how much they recompute (and, in the same order, how much they keep):
+# "dots" keeps every matmul output (recomputes only elementwise ops), "dots_no_batch" also
+# recomputes the batched attention matmuls, "full" re-runs each block's forward pass.
+REMAT_ORDER: tuple[str, ...] = ("none", "dots", "dots_no_batch", "full")
+AUTO_SCAN_DEPTH = 24  # from this depth, plan with scan=True: compile time stops growing
+MAX_ACCUM = 64
+UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+         "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+         "tib": 2**40}
+GiB = 2**30
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """``"fsdp=8,tensor=2"`` -> ``{"fsdp": 8, "tensor": 2}`` (axes of ``sharding.MESH_AXES``)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = part.partition("=")
+        if not eq or name.strip() not in sharding.MESH_AXES:
+            raise ValueError(f"bad mesh entry {part!r} in {text!r}; write e.g. 'fsdp=8,tensor=2' "
+                             f"with axes from {list(sharding.MESH_AXES)}")
+        try:
+            out[name.strip()] = int(value)
+        except ValueError:
+            raise ValueError(f"mesh size {value!r} of {name!r} is not an integer") from None
+    return out
+
+
+def parse_bytes(text: str | int | None) -> int | None:
+    """``"80GiB"``, ``"16G"`` (decimal), ``"512MiB"`` or a plain number of bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in UNITS:
+        raise ValueError(f"bad memory size {text!r}; write e.g. 80GiB, 16GB, 512MiB or bytes")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def variant_config(variant: str, image_size: int = 224, **model_changes) -> mlc.ConfigDict:
+    """``base_config()`` with the model replaced by ``variant`` (the CLI's ``--variant``)."""
+    c = base_config()
+    c.model = model_config(variant, image_size=image_size, **model_changes)
+    return c
+
+
+def num_classes_of(config: mlc.ConfigDict) -> int:
+    """Classes from the ``onehot(K)`` op of ``pp_train`` (no data read), else the dataset."""
+    found = re.search(r"onehot\((\d+)", config.data.pp_train or "")
+    if found:
+        return int(found.group(1))
+    from vit_jax import data
+
+    try:
+        return data.dataset_info(config.data).num_classes
+    except Exception as e:  # noqa: BLE001 - any data problem: name the way around it
+        raise ValueError(f"cannot tell the number of classes without reading the data ({e}); "
+                         "pass --num_classes=K") from None
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def analytic_flops(model: nnx.Module, batch: int, remat_policy: str = "none") -> dict:
+    """Training FLOPs of one step (forward + backward) by counting matmuls.
+
+    A matmul of an (n, din) activation with a (din, dout) weight costs 2·n·din·dout forward and
+    twice that backward (input and weight gradients), so each weight costs 6 FLOPs per token it
+    sees; attention adds QKᵀ and AV, 2·N²·D each forward, i.e. 12·N²·D per layer forward+backward:
+
+        FLOPs/step ≈ B · [ 6·(N·P_enc + N_p·P_patch + P_head) + 12·L·N²·D ]
+
+    with N tokens (patches N_p + class/register tokens), P_enc the encoder's matmul weights
+    (L blocks of 4·D² + 2·D·M), P_patch = p²·C·D, P_head the head's (and MAP head's query-side)
+    weights, which see one token per image; a MAP head's key/value weights see N tokens.
+    Rematerialisation re-runs part of the encoder's forward pass in the backward pass:
+    ``full`` adds 2·N·P_enc + 4·L·N²·D, ``dots_no_batch`` the attention matmuls 4·L·N²·D,
+    ``dots`` only elementwise work (not counted). Elementwise ops (softmax, GELU, LayerNorm,
+    AdamW) are left out: a few % of XLA's count at ViT widths, more for tiny test widths.
+    """
+    encoder = model.encoder
+    width = model.patch_embed.kernel.shape[-1]
+    patches = math.prod(model.grid)
+    tokens = patches + model.num_prefix
+    seen = {"encoder": tokens, "patch_embed": patches}
+    per_image = 0
+    matmul_params = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(
+            nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable)):
+        names = [str(getattr(k, "key", k)) for k in path]
+        if names[-1] != "kernel":
+            continue
+        size = math.prod(leaf.get_value().shape)
+        n = seen.get(names[0], 1)
+        if names[0] == "map_head" and ("key" in names or "value" in names):
+            n = tokens
+        matmul_params += size
+        per_image += 6 * n * size
+    attention = 12 * encoder.depth * tokens**2 * width
+    if model.map_head is not None:
+        attention += 12 * tokens * width
+    enc_params = sum(math.prod(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(
+        nnx.state(encoder, nnx.Param)) if str(getattr(p[-1], "key", p[-1])) == "kernel")
+    recompute = {"none": 0, "dots": 0,
+                 "dots_no_batch": 4 * encoder.depth * tokens**2 * width,
+                 "full": 2 * tokens * enc_params + 4 * encoder.depth * tokens**2 * width}
+    total = batch * (per_image + attention + recompute[remat_policy])
+    return dict(total=total, matmul_params=matmul_params, tokens=tokens,
+                attention_share=batch * attention / total,
+                remat_recompute_share=batch * recompute[remat_policy] / total)
+
+
+# ----------------------------------------------------------------------------- compiling
+
+
+def _with(config: mlc.ConfigDict, **changes: Any) -> mlc.ConfigDict:
+    """A copy of ``config`` with dotted-key changes (``model.depth=2``)."""
+    c = copy.deepcopy(config)
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = c
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+def _devices(n: int) -> list:
+    devices = jax.devices("cpu")
+    if len(devices) < n:
+        raise ValueError(
+            f"the mesh needs {n} devices but jax has {len(devices)} CPU devices; set "
+            f"JAX_NUM_CPU_DEVICES={n} (or jax.config.update('jax_num_cpu_devices', {n})) before "
+            "jax starts its backend, or run `python -m vit_jax.plan`, which does")
+    return devices[:n]
+
+
+def _abstract_state(config: mlc.ConfigDict, num_classes: int):
+    tx = optim.build_tx(dict(config.optim.to_dict(), total_steps=config.total_steps))
+
+    def create():
+        model = build_model(config, num_classes)
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    return nnx.split(nnx.eval_shape(create))
+
+
+def _state_bytes(abstract_state: Any, shardings: Any) -> dict[str, int]:
+    """Per-device bytes of params / optimizer / other state from the sharded abstract shapes."""
+    sharded = jax.tree.map(
+        lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
+        abstract_state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    report = sharding.per_device_bytes(sharded)
+    return {kind: report[kind]["per_device"] for kind in report} | {
+        f"{kind}_total": report[kind]["total"] for kind in report}
+
+
+def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
+                 num_classes: int) -> dict:
+    """Lowers and compiles the train step for ``mesh``; returns its per-device memory and FLOPs.
+
+    Nothing is allocated: state and batch are ``ShapeDtypeStruct``s and the shardings are the
+    trainer's (``param_partition_specs``, ``batch_sharding``, donated state).
+    """
+    t0 = time.perf_counter()
+    graphdef, abstract_state = _abstract_state(config, num_classes)
+    shardings = sharding.named_shardings(sharding.param_partition_specs(abstract_state, mesh),
+                                         mesh)
+    step = sharding.jit_train_step(
+        make_train_step(graphdef, grad_accum_steps=config.optim.grad_accum_steps), shardings, mesh)
+    h, w = model_image_size(config)
+    channels = config.model.get("in_channels", 3)
+    batch_s = sharding.batch_sharding(mesh)
+    inputs = {"image": jax.ShapeDtypeStruct((batch, h, w, channels), jnp.float32, sharding=batch_s),
+              "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_s),
+              "labels": jax.ShapeDtypeStruct((batch, num_classes), jnp.float32, sharding=batch_s)}
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, P()))
+    lowered = step.lower(abstract_state, inputs, rng)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    xla = dict(argument=mem.argument_size_in_bytes, output=mem.output_size_in_bytes,
+               alias=mem.alias_size_in_bytes, temp=mem.temp_size_in_bytes,
+               code=mem.generated_code_size_in_bytes)
+    state = _state_bytes(abstract_state, shardings)
+    devices = math.prod(mesh.shape.values())
+    return dict(
+        remat_policy=config.model.get("remat_policy", "none"),
+        grad_accum_steps=config.optim.grad_accum_steps,
+        params_bytes=state["params"], opt_state_bytes=state["optimizer"],
+        other_state_bytes=state["other"],
+        params_bytes_total=state["params_total"], opt_state_bytes_total=state["optimizer_total"],
+        batch_bytes=sum(math.prod(batch_s.shard_shape(x.shape)) * x.dtype.itemsize
+                        for x in inputs.values()),
+        xla=xla,
+        peak_bytes=xla["argument"] + xla["output"] - xla["alias"] + xla["temp"] + xla["code"],
+        xla_flops_per_device=float(cost.get("flops", 0.0)),
+        xla_flops_total=float(cost.get("flops", 0.0)) * devices,
+        lower_seconds=t1 - t0, compile_seconds=t2 - t1)
+
+
+def model_image_size(config: mlc.ConfigDict) -> tuple[int, int]:
+    size = config.model.get("image_size", 224)
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def xla_flops(config: mlc.ConfigDict, mesh, batch: int, num_classes: int,
+              measured: dict | None = None) -> tuple[float, str]:
+    """XLA's FLOPs of the whole step (all devices), and how they were obtained.
+
+    ``cost_analysis`` counts a while loop's body once, so a scanned encoder (or micro-batch
+    scan) is under-counted by ~depth×. Then two unrolled, unaccumulated probes at depth 1 and 2
+    are compiled instead and extrapolated linearly: F(L) = F(1) + (L-1)·(F(2) - F(1)).
+    ``measured`` is the step's own compile, used directly when it has no such loop (None:
+    always probe).
+    """
+    scanned = bool(config.model.get("scan", False))
+    if measured is not None and not scanned and config.optim.grad_accum_steps == 1:
+        return measured["xla_flops_total"], "direct"
+    depth = _depth(config)
+    probe = _with(config, **{"model.scan": False, "optim.grad_accum_steps": 1})
+    f1, f2 = (compile_step(_with(probe, **{"model.depth": d}), mesh, batch,
+                           num_classes)["xla_flops_total"] for d in (1, 2))
+    return f1 + (depth - 1) * (f2 - f1), "extrapolated from unrolled depth-1 and depth-2 probes"
+
+
+def _depth(config: mlc.ConfigDict) -> int:
+    from vit_jax.models import parse_variant
+
+    return config.model.get("depth") or parse_variant(config.model.variant)["depth"]
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def candidates(remat_policy: str, grad_accum_steps: int, per_device_batch: int):
+    """Cheaper-memory variants of (remat, accum), cheapest compute first.
+
+    Rematerialisation before micro-batching: on accelerators k micro-batches run k smaller,
+    less efficient passes and repeat FSDP's weight all-gathers k times, while "dots" recomputes
+    almost nothing and even "full" adds ~1/3 of the FLOPs. Within an accumulation level the
+    policies go from least to most recompute (= from most to least memory).
+    """
+    start = REMAT_ORDER.index(remat_policy) if remat_policy in REMAT_ORDER else 0
+    accum = grad_accum_steps
+    while accum <= min(MAX_ACCUM, per_device_batch * grad_accum_steps):
+        if (per_device_batch * grad_accum_steps) % accum == 0:
+            for policy in REMAT_ORDER[start:]:
+                if (policy, accum) != (remat_policy, grad_accum_steps):
+                    yield policy, accum
+        accum *= 2
+
+
+def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None = None,
+         device_memory: int | str | None = None, *, num_classes: int | None = None,
+         auto_scan: bool = True, search: bool = True, flops: bool = True) -> dict:
+    """Plans ``config``'s train step on ``mesh_cfg``: per-device memory, FLOPs, fits, suggestion.
+
+    ``batch`` defaults to ``config.batch_size``; ``device_memory`` (bytes or "80GiB") turns on
+    the fits check and, with ``search``, the search for a remat policy / micro-batching that
+    fits. Needs ``prod(mesh)`` CPU devices (``JAX_NUM_CPU_DEVICES``); returns a JSON-able dict.
+    """
+    t_start = time.perf_counter()
+    budget = parse_bytes(device_memory)
+    batch = int(batch or config.batch_size)
+    given = dict(mesh_cfg.items()) if hasattr(mesh_cfg, "items") else dict(mesh_cfg)
+    fixed = math.prod(v for v in given.values() if v > 0)
+    sizes = sharding.mesh_shape(given, len(jax.devices("cpu")) if -1 in given.values() else fixed)
+    n_devices = math.prod(sizes.values())
+    mesh = sharding.make_mesh(sizes, _devices(n_devices))
+    batch_devices = sizes["data"] * sizes["fsdp"]
+    if batch % batch_devices:
+        raise ValueError(f"batch {batch} is not divisible by data*fsdp={batch_devices}; use a "
+                         f"multiple of {batch_devices}")
+    num_classes = num_classes or num_classes_of(config)
+    notes = []
+    depth = _depth(config)
+    if auto_scan and "scan" in config.model and not config.model.scan and \
+            depth >= AUTO_SCAN_DEPTH:
+        config = _with(config, **{"model.scan": True})
+        notes.append(f"scan=True set automatically (depth {depth} >= {AUTO_SCAN_DEPTH}) so compile "
+                     "time does not grow with depth; the loop form (scan=False) needs about as "
+                     "much memory (B/16: scan +5% temp)")
+    model = nnx.eval_shape(lambda: build_model(config, num_classes))
+    is_vit = hasattr(model, "encoder")
+
+    base = compile_step(config, mesh, batch, num_classes)
+    base["fits"] = None if budget is None else base["peak_bytes"] <= budget
+    tried, suggestion = [], None
+    per_device_batch = batch // batch_devices // config.optim.grad_accum_steps
+    state_bytes = base["xla"]["argument"] - base["batch_bytes"]
+    if budget is not None and not base["fits"] and search:
+        if state_bytes > budget:
+            need = math.ceil(n_devices * state_bytes / budget)
+            notes.append(f"the state alone ({state_bytes / GiB:.1f} GiB/device) exceeds the "
+                         f"budget: no remat or micro-batching can help; shard it over more "
+                         f"devices (fsdp >= ~{need}) or use fewer/lower-precision moments")
+        else:
+            suggestion = _search(config, mesh, batch, num_classes, budget, base, tried,
+                                 per_device_batch, is_vit)
+            if suggestion is None:
+                notes.append("nothing tried fits; use more devices (larger fsdp) or a smaller "
+                             "per-device batch")
+
+    result = dict(
+        variant=config.model.variant, params=count_params(model),
+        image_size=list(model_image_size(config)), num_classes=num_classes,
+        tokens=(math.prod(model.grid) + model.num_prefix) if is_vit else None,
+        depth=depth, scan=bool(config.model.get("scan", False)),
+        dtype=config.model.get("dtype", "float32"),
+        mesh=sizes, devices=n_devices, batch=batch, per_device_batch=batch // batch_devices,
+        device_memory=budget, fits=base["fits"], base=base, tried=tried, suggestion=suggestion,
+        notes=notes)
+    if flops:
+        result["flops"] = _flops_report(config, mesh, batch, num_classes, base, model, is_vit)
+        if suggestion and suggestion["remat_policy"] != base["remat_policy"]:
+            result["suggestion_flops"] = _flops_report(
+                _with(config, **{"model.remat_policy": suggestion["remat_policy"]}), mesh, batch,
+                num_classes, base, model, is_vit, probe_only=True)
+    result["plan_seconds"] = time.perf_counter() - t_start
+    return result
+
+
+def _search(config, mesh, batch, num_classes, budget, base, tried, per_device_batch,
+            is_vit) -> dict | None:
+    """Compiles candidates in order, skipping those a measured lower bound rules out."""
+    remat = config.model.get("remat_policy", "none") if is_vit else "none"
+    policies_ok = is_vit and "remat_policy" in config.model
+    measured = {(base["remat_policy"], base["grad_accum_steps"]): base}
+    for policy, accum in candidates(remat, config.optim.grad_accum_steps, per_device_batch):
+        if not policies_ok and policy != remat:
+            continue
+        # Halving the micro-batch at most halves the temporaries (weights, gradients and the
+        # accumulator do not shrink): a lower bound that saves compiling hopeless candidates.
+        prev = measured.get((policy, accum // 2))
+        if prev is not None:
+            bound = prev["peak_bytes"] - prev["xla"]["temp"] / 2
+            if bound > budget:
+                tried.append(dict(remat_policy=policy, grad_accum_steps=accum, skipped=True,
+                                  lower_bound_bytes=bound))
+                continue
+        result = compile_step(_with(config, **{"model.remat_policy": policy,
+                                              "optim.grad_accum_steps": accum}),
+                              mesh, batch, num_classes)
+        result["fits"] = result["peak_bytes"] <= budget
+        measured[(policy, accum)] = result
+        tried.append(result)
+        if result["fits"]:
+            return result
+    return None
+
+
+def _flops_report(config, mesh, batch, num_classes, base, model, is_vit,
+                  probe_only=False) -> dict:
+    t0 = time.perf_counter()
+    total, method = xla_flops(config, mesh, batch, num_classes, None if probe_only else base)
+    devices = math.prod(mesh.shape.values())
+    out = dict(remat_policy=config.model.get("remat_policy", "none"), xla_total=total,
+               xla_per_device=total / devices, xla_method=method,
+               seconds=time.perf_counter() - t0)
+    if is_vit:
+        analytic = analytic_flops(model, batch, config.model.get("remat_policy", "none"))
+        out.update(analytic_total=analytic["total"], analytic_over_xla=analytic["total"] / total,
+                   matmul_params=analytic["matmul_params"],
+                   attention_share=analytic["attention_share"])
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _gib(x: float | None) -> str:
+    return "-" if x is None else f"{x / GiB:.2f}"
+
+
+def format_plan(r: dict) -> str:
+    """A readable report: header, one row per compiled variant, FLOPs, verdict."""
+    mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
+    lines = [f"{r['variant']}  {r['params'] / 1e6:.1f}M params  "
+             f"{'x'.join(map(str, r['image_size']))}  {r['tokens']} tokens  depth {r['depth']}  "
+             f"scan={r['scan']}  dtype {r['dtype']}",
+             f"mesh {mesh} ({r['devices']} devices)  batch {r['batch']} "
+             f"({r['per_device_batch']}/device)  device memory "
+             f"{'-' if r['device_memory'] is None else _gib(r['device_memory']) + ' GiB'}"]
+    lines += [f"note: {n}" for n in r["notes"]]
+    head = ("remat", "accum", "params", "opt", "batch", "args", "out", "alias", "temp", "peak",
+            "fits", "compile s")
+    rows = [head]
+    for m in [r["base"], *r["tried"]]:
+        if m.get("skipped"):
+            rows.append((m["remat_policy"], str(m["grad_accum_steps"]), *["" for _ in range(7)],
+                         f">{_gib(m['lower_bound_bytes'])}", "no", "skipped"))
+            continue
+        x = m["xla"]
+        rows.append((m["remat_policy"], str(m["grad_accum_steps"]), _gib(m["params_bytes"]),
+                     _gib(m["opt_state_bytes"]), _gib(m["batch_bytes"]), _gib(x["argument"]),
+                     _gib(x["output"]), _gib(x["alias"]), _gib(x["temp"]), _gib(m["peak_bytes"]),
+                     {None: "-", True: "yes", False: "no"}[m["fits"]],
+                     f"{m['lower_seconds'] + m['compile_seconds']:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines.append("per device, GiB (peak = args + out - alias + temp; temp = activations, "
+                 "gradients, gathered weights):")
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
+              for row in rows]
+    for key, label in (("flops", "FLOPs/step"), ("suggestion_flops", "FLOPs/step suggested")):
+        f = r.get(key)
+        if f:
+            text = (f"{label} ({f['remat_policy']}): XLA {f['xla_total'] / 1e12:.2f} T "
+                    f"({f['xla_per_device'] / 1e12:.3f} T/device, {f['xla_method']})")
+            if "analytic_total" in f:
+                text += (f"; analytic {f['analytic_total'] / 1e12:.2f} T "
+                         f"({f['analytic_over_xla']:.2f}x XLA, attention "
+                         f"{f['attention_share']:.0%})")
+            lines.append(text)
+    if r["device_memory"] is None:
+        verdict = "no --device_memory given: report only"
+    elif r["fits"]:
+        verdict = f"fits ({_gib(r['base']['peak_bytes'])} <= {_gib(r['device_memory'])} GiB)"
+    elif r["suggestion"]:
+        s = r["suggestion"]
+        verdict = (f"does not fit; suggestion: --config.model.remat_policy={s['remat_policy']} "
+                   f"--config.optim.grad_accum_steps={s['grad_accum_steps']} "
+                   f"(peak {_gib(s['peak_bytes'])} GiB)")
+    else:
+        verdict = "does not fit; no suggestion (see notes)"
+    lines.append(verdict)
+    lines.append(f"planned in {r['plan_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _cli() -> None:
+    import json
+    import os
+    import sys
+
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flag = config_flags.DEFINE_config_file(
+        "config", None, "Experiment config file (or use --variant).", lock_config=True)
+    variant = flags.DEFINE_string("variant", None, "ViT variant on base_config(), e.g. H/14.")
+    image_size = flags.DEFINE_integer("image_size", 224, "Image size for --variant.")
+    classes = flags.DEFINE_integer("num_classes", None,
+                                   "Classes (default: the config's onehot(K), else the data).")
+    mesh_flag = flags.DEFINE_string("mesh", None, "e.g. fsdp=8,tensor=1 (default: config.mesh).")
+    batch = flags.DEFINE_integer("batch", None, "Global batch (default: config.batch_size).")
+    memory = flags.DEFINE_string("device_memory", None, "e.g. 80GiB: check fit, suggest fixes.")
+    auto_scan = flags.DEFINE_bool("auto_scan", True, f"scan=True for depth >= {AUTO_SCAN_DEPTH} "
+                                  "unless --config.model.scan is given.")
+    as_json = flags.DEFINE_bool("json", False, "Print the plan as JSON.")
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        try:
+            if (config_flag.value is None) == (variant.value is None):
+                raise ValueError("give exactly one of --config=FILE or --variant=H/14")
+            config = (config_flag.value if variant.value is None
+                      else variant_config(variant.value, image_size.value))
+            mesh_cfg = parse_mesh(mesh_flag.value) if mesh_flag.value else dict(config.mesh)
+            if any(v == -1 for v in mesh_cfg.values()):
+                raise ValueError(f"mesh {mesh_cfg} has a -1 axis; give every size, "
+                                 "e.g. --mesh=fsdp=8,tensor=1")
+            # Fake CPU devices: must be set before the backend starts (nothing touched it yet).
+            jax.config.update("jax_platforms", "cpu")
+            jax.config.update("jax_num_cpu_devices", math.prod(mesh_cfg.values()))
+            explicit_scan = any(a.startswith("--config.model.scan") for a in sys.argv)
+            result = plan(config, mesh_cfg, batch.value, memory.value,
+                          num_classes=classes.value, auto_scan=auto_scan.value and
+                          not explicit_scan)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        print(json.dumps(result, indent=1) if as_json.value else format_plan(result))
+
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    _cli()
