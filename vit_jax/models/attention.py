@@ -2,9 +2,24 @@
 
 Projections keep an explicit heads axis, (D, heads, head_dim), so tensor parallelism can shard
 heads and checkpoints of both Google families map onto it without reshuffling.
+
+Kernels (``implementation=``, the model's ``attention=`` option):
+
+- ``standard``: softmax(q kᵀ) v with the (B, H, N, N) weights in memory. Also the fallback whenever
+  the weights themselves are needed (``return_weights=True``, attention dropout in training).
+- ``xla``: ``jax.nn.dot_product_attention(implementation="xla")``, also materialises N×N.
+- ``chunked``: exact attention over query blocks × key blocks with an online softmax (flash
+  attention's running max and sum) in plain JAX. Memory grows as N instead of N², forward and
+  backward: each query block is ``jax.checkpoint``-ed, so the backward pass recomputes one block's
+  (qc, N) scores at a time instead of keeping all N×N. Pixel tokens (patch 1 on 32×32 = 1024
+  tokens) need this.
+- ``auto``: cuDNN flash attention on GPU for bf16/f16, ``chunked`` for long sequences, otherwise
+  ``standard`` (see ``AUTO_CHUNK_MIN_TOKENS`` for the CPU measurement behind the threshold).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +28,16 @@ from flax import nnx
 from vit_jax.models.layers import LayerNorm, dropout, param
 
 Array = jax.Array
-IMPLEMENTATIONS = ("standard", "xla")
+IMPLEMENTATIONS = ("standard", "xla", "chunked", "auto")
+# Block sizes of ``chunked``: a (B, H, 256, 256) f32 score block per step is big enough for
+# efficient matmuls and small next to the N×N it replaces (1/16 of it at N = 1024).
+QUERY_CHUNK = 256
+KEY_CHUNK = 256
+# ``auto`` switches to ``chunked`` from this many keys on. Measured on the 2-core CPU
+# (benchmarks/attention_memory.py, B=1, H=4, hd=32, forward+backward medians): see AUTO_NOTE.
+AUTO_CHUNK_MIN_TOKENS = 1024
+# A finite "minus infinity" for padded keys: exp() of it is 0 without inf - inf = NaN risks.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def standard_attention(q: Array, k: Array, v: Array) -> tuple[Array, Array]:
@@ -24,18 +48,110 @@ def standard_attention(q: Array, k: Array, v: Array) -> tuple[Array, Array]:
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v), weights
 
 
-def attend(q: Array, k: Array, v: Array, implementation: str) -> Array:
+def _pad_to_multiple(x: Array, axis: int, block: int) -> Array:
+    pad = -x.shape[axis] % block
+    if not pad:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, pad)
+    return jnp.pad(x, widths)
+
+
+def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_CHUNK,
+                      key_chunk: int = KEY_CHUNK) -> Array:
+    """Exact softmax attention on (B, N, H, hd) inputs in O(N) memory (forward and backward).
+
+    Queries go in blocks of ``query_chunk`` (``lax.map``); each block scans key blocks of
+    ``key_chunk`` keeping a running max ``m``, running sum ``l`` and output accumulator in
+    float32, rescaling by exp(m_old - m_new) as each block raises the max. Lengths that the
+    chunks do not divide are padded: padded keys get a -inf logit, padded queries are sliced off.
+    Chunks larger than the sequence shrink to it (the MAP head's single query is one block).
+    """
+    b, nq, h, d = q.shape
+    nk = k.shape[1]
+    qc, kc = min(query_chunk, nq), min(key_chunk, nk)
+    # (B, H, N, hd) once up front: the block matmuls are then plain batched matmuls.
+    q = jnp.swapaxes(q * jnp.asarray(d ** -0.5, q.dtype), 1, 2)
+    k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
+    q = _pad_to_multiple(q, 2, qc)
+    k, v = _pad_to_multiple(k, 2, kc), _pad_to_multiple(v, 2, kc)
+    n_qb, n_kb = q.shape[2] // qc, k.shape[2] // kc
+    # Block index leading, for lax.map / lax.scan: (blocks, B, H, chunk, hd).
+    q_blocks = jnp.moveaxis(q.reshape(b, h, n_qb, qc, d), 2, 0)
+    k_blocks = jnp.moveaxis(k.reshape(b, h, n_kb, kc, d), 2, 0)
+    v_blocks = jnp.moveaxis(v.reshape(b, h, n_kb, kc, d), 2, 0)
+    # Only the last key block can hold padding; it keeps >= 1 real key, so every running max
+    # is a real logit after the first block.
+    key_bias = None
+    if k.shape[2] != nk:
+        key_bias = jnp.where(jnp.arange(n_kb * kc) < nk, 0.0, _MASK_VALUE)
+        key_bias = key_bias.astype(jnp.float32).reshape(n_kb, kc)
+
+    # The checkpoint is what makes the backward linear: without it the outer map would keep
+    # every block's (qc, Nk) probabilities, i.e. all N×N of them, as residuals.
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def query_block(qi: Array) -> Array:
+        def key_step(carry, block):
+            m, l, acc = carry
+            kj, vj, bias = block
+            s = jnp.einsum("bhqd,bhkd->bhqk", qi, kj, preferred_element_type=jnp.float32)
+            if bias is not None:
+                s = s + bias
+            # The output does not depend on m (it cancels), so no gradient flows through it.
+            m_new = jax.lax.stop_gradient(jnp.maximum(m, s.max(axis=-1)))
+            p = jnp.exp(s - m_new[..., None])
+            correction = jnp.exp(m - m_new)
+            l = l * correction + p.sum(axis=-1)
+            pv = jnp.einsum("bhqk,bhkd->bhqd", p.astype(vj.dtype), vj,
+                            preferred_element_type=jnp.float32)
+            return (m_new, l, acc * correction[..., None] + pv), None
+
+        init = (jnp.full((b, h, qc), _MASK_VALUE, jnp.float32),
+                jnp.zeros((b, h, qc), jnp.float32),
+                jnp.zeros((b, h, qc, d), jnp.float32))
+        (_, l, acc), _ = jax.lax.scan(key_step, init, (k_blocks, v_blocks, key_bias))
+        return (acc / l[..., None]).astype(v.dtype)
+
+    out = jax.lax.map(query_block, q_blocks)  # (n_qb, B, H, qc, hd)
+    out = jnp.moveaxis(out, 0, 2).reshape(b, h, n_qb * qc, d)[:, :, :nq]
+    return jnp.swapaxes(out, 1, 2)
+
+
+def _cudnn_ok(q: Array, k: Array) -> bool:
+    """cuDNN's fused attention wants a GPU, half precision and head_dim a multiple of 8 ≤ 128."""
+    d = q.shape[-1]
+    return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+            and k.dtype == q.dtype and d % 8 == 0 and d <= 128)
+
+
+def attend(q: Array, k: Array, v: Array, implementation: str, *,
+           query_chunk: int = QUERY_CHUNK, key_chunk: int = KEY_CHUNK) -> Array:
     """Attention output only, through the kernel named by ``implementation``."""
+    if implementation == "auto":
+        if _cudnn_ok(q, k):
+            try:
+                return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+            except (ValueError, NotImplementedError, RuntimeError):
+                pass  # an unsupported cuDNN version or shape: use a plain-JAX kernel
+        implementation = "chunked" if k.shape[1] >= AUTO_CHUNK_MIN_TOKENS else "standard"
     if implementation == "xla":
         return jax.nn.dot_product_attention(q, k, v, implementation="xla")
+    if implementation == "chunked":
+        return chunked_attention(q, k, v, query_chunk=query_chunk, key_chunk=key_chunk)
     return standard_attention(q, k, v)[0]
 
 
 class Attention(nnx.Module):
-    """Multi-head (self- or cross-) attention."""
+    """Multi-head (self- or cross-) attention.
+
+    ``implementation`` picks the kernel (module docstring); ``query_chunk`` / ``key_chunk`` are
+    the block sizes of ``chunked`` (and of ``auto`` when it chooses chunked). Returning the
+    weights or attention dropout always runs ``standard``: both need the full N×N weights.
+    """
 
     def __init__(self, width: int, num_heads: int, *, rngs: nnx.Rngs, qk_norm: bool = False,
-                 implementation: str = "standard", attn_dropout: float = 0.0):
+                 implementation: str = "standard", attn_dropout: float = 0.0,
+                 query_chunk: int = QUERY_CHUNK, key_chunk: int = KEY_CHUNK):
         if width % num_heads:
             raise ValueError(
                 f"width {width} is not divisible by num_heads {num_heads}; "
@@ -46,6 +162,10 @@ class Attention(nnx.Module):
             raise ValueError(
                 f"unknown attention implementation {implementation!r}; valid: {IMPLEMENTATIONS}"
             )
+        for name, chunk in (("query_chunk", query_chunk), ("key_chunk", key_chunk)):
+            if not (isinstance(chunk, int) and chunk > 0):
+                raise ValueError(f"attention {name} must be a positive int (tokens per block, "
+                                 f"e.g. {QUERY_CHUNK}), got {chunk!r}")
         head_dim = width // num_heads
         init = nnx.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2))
         zeros = nnx.initializers.zeros_init()
@@ -63,6 +183,7 @@ class Attention(nnx.Module):
         self.q_norm = LayerNorm(head_dim, rngs=rngs, axis_name="head_dim") if qk_norm else None
         self.k_norm = LayerNorm(head_dim, rngs=rngs, axis_name="head_dim") if qk_norm else None
         self.implementation = implementation
+        self.query_chunk, self.key_chunk = query_chunk, key_chunk
         self.attn_dropout = attn_dropout
 
     def _project(self, x: Array, proj) -> Array:
@@ -84,6 +205,7 @@ class Attention(nnx.Module):
                 weights_dropped = dropout(weights, self.attn_dropout, key)
                 y = jnp.einsum("bhqk,bkhd->bqhd", weights_dropped, v)
         else:
-            y = attend(q, k, v, self.implementation)
+            y = attend(q, k, v, self.implementation, query_chunk=self.query_chunk,
+                       key_chunk=self.key_chunk)
         out = jnp.einsum("bnhk,hkd->bnd", y, self.out["kernel"][...].astype(y.dtype))
         return out + self.out["bias"][...].astype(out.dtype), weights
