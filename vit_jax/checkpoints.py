@@ -79,6 +79,14 @@ def _host_scalars(tree: Any) -> Any:
     return jax.tree.map(convert, tree)
 
 
+def _host_key(rng: Any) -> Any:
+    """A raw uint32 key -> numpy, for saving and as the restore target: a key committed to
+    one device is not a global array, which multi-process Orbax rejects. Typed keys pass."""
+    if rng is None or jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        return rng
+    return np.asarray(rng)
+
+
 def abstract(tree: Any) -> Any:
     """Shape/dtype/sharding skeleton of `tree`: the restore target, so restored arrays land
     with the layout of a freshly built (possibly sharded or abstract) model."""
@@ -184,7 +192,8 @@ class Checkpointer:
         args = ocp.args.Composite(
             model=ocp.args.StandardSave(_host_scalars(_pure(model))),
             opt=ocp.args.StandardSave(_host_scalars(_pure(optimizer))),
-            train=ocp.args.StandardSave({"step": np.asarray(step, np.int64), "rng": rng}),
+            train=ocp.args.StandardSave(
+                {"step": np.asarray(step, np.int64), "rng": _host_key(rng)}),
             data=ocp.args.JsonSave(dict(data_state or {})),
             config=ocp.args.JsonSave(_config_json(config)),
         )
@@ -201,7 +210,7 @@ class Checkpointer:
         """Restores `step` into `model` and `optimizer` in place (their current arrays give
         the target shapes/dtypes/shardings); `rng` is a template for the saved key."""
         model_state, opt_state = nnx.state(model), nnx.state(optimizer)
-        train_target = {"step": np.zeros((), np.int64), "rng": rng}
+        train_target = {"step": np.zeros((), np.int64), "rng": _host_key(rng)}
         args = ocp.args.Composite(
             model=ocp.args.StandardRestore(abstract(nnx.to_pure_dict(model_state))),
             opt=ocp.args.StandardRestore(abstract(nnx.to_pure_dict(opt_state))),

@@ -2,19 +2,43 @@
 
 Any config value can be changed with ``--config.key=value`` (e.g. ``--config.total_steps=500``,
 ``--config.model.variant=S/16``); an unknown key is an error.
+
+Multi-process (multi-host) runs start this same command once per process; see
+``vit_jax/distributed.py`` for when it joins a job (``--distributed=auto``: explicit
+coordinator settings, an ``srun`` step or an ``mpirun`` job; ``--distributed=on`` on Cloud TPU
+pods) and ``python -m vit_jax.launch_local`` to try it on one machine.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from vit_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", list(distributed.MODES),
+    "Join a multi-process job: auto = when coordinator settings are given or srun/mpirun "
+    "started several processes; on = always (JAX detects SLURM/MPI/Cloud TPU; use on TPU "
+    "pods); off = never.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    f"host:port of process 0's coordinator (default ${distributed.ENV_COORDINATOR}).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, f"Processes in the job (default ${distributed.ENV_NUM_PROCESSES}).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, f"This process's index (default ${distributed.ENV_PROCESS_ID}).")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", None,
+    "Seconds without a heartbeat after which a dead process aborts the job (default "
+    f"${distributed.ENV_HEARTBEAT_TIMEOUT} or {distributed.DEFAULT_HEARTBEAT_TIMEOUT}).")
 
 
 def main(argv: list[str]) -> None:
@@ -24,13 +48,25 @@ def main(argv: list[str]) -> None:
 
     configure_runtime()
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+    try:  # before any JAX computation: joining must precede the backend's start
+        distributed.maybe_initialize(
+            _DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+            heartbeat_timeout=_HEARTBEAT.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     from vit_jax.train import train_and_evaluate
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except ValueError as e:  # config and data errors: the message is the whole story
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        distributed.exit_now(2)
+    except BaseException as e:  # noqa: BLE001 (KeyboardInterrupt too: peers must not hang)
+        if not distributed.is_multiprocess() or isinstance(e, SystemExit):
+            raise
+        traceback.print_exc()
+        distributed.exit_now(130 if isinstance(e, KeyboardInterrupt) else 1)
 
 
 if __name__ == "__main__":

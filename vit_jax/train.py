@@ -19,6 +19,7 @@ from flax import nnx
 from vit_jax import data, metrics, optim, sharding
 from vit_jax.checkpoints import Checkpointer, install_preemption_handler, preemption_requested
 from vit_jax.config import build_model, validate
+from vit_jax.loading import init_from_pretrained
 from vit_jax.train_step import make_eval_step, make_train_step
 
 
@@ -65,6 +66,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
 
     # --- Checkpoints: a workdir with a checkpoint resumes from it.
     ckpt = Checkpointer(workdir, **config.checkpoint)
+    if config.init_from and ckpt.latest_step() is None:  # transfer: a fresh run starts pretrained
+        init_from_pretrained(model, config, log=log)
     rng = jax.random.PRNGKey(config.seed)
     start_step = 0
     try:

@@ -1,0 +1,66 @@
+"""Command line: ``python -m vit_jax.sweep --config=configs/sweeps/NAME.py[:ARG] --workdir=DIR``.
+
+``--config.x=y`` changes the sweep config, e.g. ``--config.base.total_steps=100`` (every point)
+or ``--config.init_from=runs/quickstart`` (the resolution sweep). ``--dry_run`` validates and
+lists the points without training. Rerunning with the same workdir resumes the sweep.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the points' runs and the results go.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate and list the points, train nothing.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def dry_run(sweep) -> None:
+    from vit_jax.config import validate
+    from vit_jax.sweep import expand_points
+
+    if sweep.get("kind", "grid") == "resolution":
+        print(f"resolution sweep {sweep.name}: resolutions {list(sweep.resolutions)}, "
+              f"methods {list(sweep.methods)}, init_from {sweep.init_from}")
+        validate(sweep.base)
+        return
+    points = expand_points(sweep)
+    for p in points:
+        try:
+            if p.config_error:
+                raise ValueError(p.config_error)
+            validate(p.config)
+            status = "ok"
+        except Exception as e:  # noqa: BLE001 -- listing, not running
+            status = f"INVALID: {e}"
+        print(f"{p.index:3d}/{len(points)} {p.name}: {p.delta} {status}")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from vit_jax.runtime import configure_runtime
+
+    configure_runtime()
+    logging.set_verbosity(logging.WARNING)
+    if _DRY_RUN.value:
+        dry_run(_CONFIG.value)
+        return
+    from vit_jax.sweep.runner import Preempted, run_sweep
+
+    try:
+        run_sweep(_CONFIG.value, _WORKDIR.value)
+    except Preempted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(1)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,145 @@
+"""What a sweep point costs: parameters, tokens, FLOPs, memory and throughput of one config.
+
+Static numbers come from XLA compiling the real functions on abstract inputs (nothing is
+allocated): FLOPs from ``cost_analysis()`` of the forward pass on one image, peak memory from
+``memory_analysis()`` of the trainer's train step at the config's batch size. Throughput is timed
+on the real jitted steps with a random batch, after a warm-up, so compile time and the input
+pipeline are excluded (the run's own steps*batch/train_seconds, which includes both, is reported
+next to it by the runner).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+from flax import nnx
+
+from vit_jax import optim
+from vit_jax.config import build_model
+from vit_jax.models import count_params
+from vit_jax.train_step import make_train_step
+
+MiB = 2**20
+
+
+def _counting_config(config: mlc.ConfigDict) -> mlc.ConfigDict:
+    """The same arithmetic without loops: XLA's cost analysis counts a while body once, so a
+    scanned encoder or the chunked attention's block loops would be under-counted."""
+    config = mlc.ConfigDict(config.to_dict())
+    for key, value in (("scan", False), ("attention", "standard"), ("remat_policy", "none")):
+        if key in config.model:
+            config.model[key] = value
+    return config
+
+
+def _cost(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    return (cost[0] if isinstance(cost, list | tuple) else cost) or {}
+
+
+def measure(config: mlc.ConfigDict, num_classes: int, image_shape: tuple[int, int, int], *,
+            throughput_steps: int = 5) -> dict:
+    """params, tokens/image, forward GFLOPs/image, train-step peak MiB and (``throughput_steps``
+    > 0) steady-state train and eval images/s. Each function is compiled once: the train step
+    compiled for the memory analysis is the one that is timed."""
+    model = nnx.eval_shape(lambda: build_model(config, num_classes))
+    tokens = None
+    if hasattr(model, "patch_size"):  # a ViT: tokens the encoder sees, prefix included
+        ph, pw = model.patch_size
+        tokens = (image_shape[0] // ph) * (image_shape[1] // pw) + model.num_prefix
+    out = dict(params=count_params(model), tokens=tokens,
+               gflops=forward_flops(config, num_classes, image_shape) / 1e9)
+    train_step, create = compile_train_step(config, num_classes, image_shape)
+    out["peak_memory_mib"] = peak_bytes(train_step) / MiB
+    if throughput_steps:
+        out.update(throughput(config, num_classes, image_shape, train_step, create,
+                              steps=throughput_steps))
+    return out
+
+
+def forward_flops(config: mlc.ConfigDict, num_classes: int, image_shape) -> float:
+    """XLA's FLOPs of the forward pass on one image (loops unrolled, see _counting_config)."""
+    graphdef, state = nnx.split(nnx.eval_shape(
+        lambda: build_model(_counting_config(config), num_classes)))
+    image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))
+    return float(_cost(forward.lower(state, image).compile()).get("flops", np.nan))
+
+
+def _optimizer_parts(config: mlc.ConfigDict):
+    cfg = config.optim.to_dict()
+    cfg["total_steps"] = cfg.get("total_steps") or config.total_steps
+    return optim.build_tx(cfg), optim.build_schedule(cfg), cfg["grad_accum_steps"]
+
+
+def _abstract_batch(batch: int, image_shape, num_classes: int) -> dict:
+    return {"image": jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32),
+            "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
+            "labels": jax.ShapeDtypeStruct((batch, num_classes), jnp.float32)}
+
+
+def compile_train_step(config: mlc.ConfigDict, num_classes: int, image_shape):
+    """The trainer's train step (state donated) compiled on one device for the config's batch,
+    from abstract inputs; also returns ``create()`` -> the concrete (model, optimizer)."""
+    tx, schedule, accum = _optimizer_parts(config)
+
+    def create():
+        model = build_model(config, num_classes)
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    graphdef, state = nnx.split(nnx.eval_shape(create))
+    step = jax.jit(make_train_step(graphdef, grad_accum_steps=accum, schedule=schedule),
+                   donate_argnums=0)
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    batch = _abstract_batch(config.batch_size, image_shape, num_classes)
+    return step.lower(state, batch, rng).compile(), create
+
+
+def peak_bytes(compiled) -> int:
+    """XLA's buffer assignment: inputs + outputs - donated (the state is both) + temporaries
+    (activations kept for the backward pass, gradients, optimizer temporaries)."""
+    mem = compiled.memory_analysis()
+    return (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+            + mem.temp_size_in_bytes)
+
+
+def _time(fn, steps: int) -> float:
+    """Seconds per call after a warm-up call (first-run allocations)."""
+    jax.block_until_ready(fn())
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / steps
+
+
+def throughput(config: mlc.ConfigDict, num_classes: int, image_shape, train_step, create, *,
+               steps: int = 5) -> dict:
+    """Steady-state images/s of the train step (batch_size) and eval forward (eval_batch_size)."""
+    graphdef, state = nnx.split(create())
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        labels = rng.integers(0, num_classes, n)
+        return {"image": jnp.asarray(rng.uniform(-1, 1, (n, *image_shape)), jnp.float32),
+                "label": jnp.asarray(labels, jnp.int32),
+                "labels": jax.nn.one_hot(labels, num_classes)}
+
+    train_batch, key = batch(config.batch_size), jax.random.PRNGKey(0)
+    holder = [state]
+
+    def train_once():
+        holder[0], metrics = train_step(holder[0], train_batch, key)
+        return metrics
+
+    train_s = _time(train_once, steps)
+    model_graph, model_state = nnx.split(nnx.merge(graphdef, holder[0])[0])
+    forward = jax.jit(lambda s, x: nnx.merge(model_graph, s)(x, train=False))
+    images = batch(config.eval_batch_size)["image"]
+    eval_s = _time(lambda: forward(model_state, images), steps)
+    return dict(train_img_s=config.batch_size / train_s,
+                eval_img_s=config.eval_batch_size / eval_s)

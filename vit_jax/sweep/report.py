@@ -1,0 +1,259 @@
+"""A sweep's outputs: results.json / results.csv / results.md and PNG plots (matplotlib Agg)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ml_collections as mlc
+
+# (record key, markdown header, formatter); the CSV holds every key, the table these.
+Column = tuple[str, str, Callable[[object], str]]
+
+
+def _num(fmt: str) -> Callable[[object], str]:
+    return lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def pct(v) -> str:
+    return "" if v is None else f"{100 * v:.2f}%"
+
+
+def _wall(v) -> str:
+    if v is None:
+        return ""
+    v = int(round(v))
+    if v >= 3600:
+        return f"{v // 3600}:{v // 60 % 60:02d}:{v % 60:02d}"
+    return f"{v // 60}:{v % 60:02d}"
+
+
+COLUMNS: dict[str, Column] = {c[0]: c for c in [
+    ("name", "point", str),
+    ("params", "params", _num("{:,}")),
+    ("tokens", "tokens/img", _num("{:,}")),
+    ("gflops", "GFLOPs/img (fwd)", _num("{:.4g}")),
+    ("peak_memory_mib", "train-step peak MiB", _num("{:,.0f}")),
+    ("train_img_s", "train img/s", _num("{:,.1f}")),
+    ("train_img_s_run", "train img/s (run)", _num("{:,.1f}")),
+    ("eval_img_s", "eval img/s", _num("{:,.1f}")),
+    ("wall_seconds", "wall", _wall),
+    ("best_accuracy", "best eval acc", pct),
+    ("best_step", "best step", _num("{}")),
+    ("final_accuracy", "final eval acc", pct),
+    ("final_loss", "final eval loss", _num("{:.4f}")),
+    ("train_accuracy", "final train acc", pct),
+    ("train_loss", "final train loss", _num("{:.4f}")),
+    ("status", "status", str),
+]}
+DEFAULT_TABLE = ("name", "params", "tokens", "gflops", "train_img_s", "eval_img_s",
+                 "peak_memory_mib", "wall_seconds", "best_accuracy", "final_accuracy",
+                 "final_loss", "train_accuracy", "status")
+CSV_FIRST = ("index", "name", "status", "params", "tokens", "gflops", "peak_memory_mib",
+             "train_img_s", "train_img_s_run", "eval_img_s", "wall_seconds", "train_seconds",
+             "final_step", "final_accuracy", "final_loss", "best_step", "best_accuracy",
+             "best_loss", "train_accuracy", "train_loss", "error")
+NOT_IN_CSV = ("delta", "config", "traceback")
+DEFAULT_PLOTS = ("accuracy_vs_x", "accuracy_vs_tokens", "accuracy_vs_gflops",
+                 "throughput_vs_tokens")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def delta_keys(records: Sequence[dict]) -> list[str]:
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in (r.get("delta") or {}) if k not in keys]
+    return keys
+
+
+def csv_rows(records: Sequence[dict]) -> tuple[list[str], list[dict]]:
+    """Flat rows: the fixed columns, one column per delta key, then anything else recorded."""
+    dkeys = delta_keys(records)
+    extra = sorted({k for r in records for k in r} - set(CSV_FIRST) - set(NOT_IN_CSV))
+    header = list(CSV_FIRST[:2]) + dkeys + list(CSV_FIRST[2:]) + extra
+    rows = []
+    for r in records:
+        row = {k: v for k, v in r.items() if k not in NOT_IN_CSV}
+        for k in dkeys:
+            v = (r.get("delta") or {}).get(k, "")
+            row[k] = json.dumps(v) if isinstance(v, list | tuple) else v
+        rows.append(row)
+    return header, rows
+
+
+def markdown_table(records: Sequence[dict], columns: Sequence[str]) -> str:
+    columns = [c for c in columns
+               if c in ("name", "status") or any(r.get(c) is not None for r in records)]
+    lines = ["| " + " | ".join(COLUMNS[c][1] for c in columns) + " |",
+             "|" + "|".join("---" if c in ("name", "status") else "---:" for c in columns) + "|"]
+    for r in records:
+        lines.append("| " + " | ".join(COLUMNS[c][2](r.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_data(records: Sequence[dict], sweep: mlc.ConfigDict, workdir: Path) -> None:
+    """results.json (every record, with config and traceback) and results.csv (flat)."""
+    atomic_write(workdir / "results.json", json.dumps(
+        {"sweep": sweep.name, "points": list(records)}, indent=2, default=str))
+    header, rows = csv_rows(records)
+    with open(workdir / "results.csv.tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (workdir / "results.csv.tmp").replace(workdir / "results.csv")
+
+
+def write_reports(records: Sequence[dict], sweep: mlc.ConfigDict, workdir: Path, *,
+                  total: int | None = None) -> None:
+    """results.json, results.csv, results.md (table + errors) and the plots."""
+    workdir = Path(workdir)
+    write_data(records, sweep, workdir)
+    columns = tuple(sweep.get("table_columns") or DEFAULT_TABLE)
+    plots = plot_all(records, sweep, workdir)
+    atomic_write(workdir / "results.md", markdown(records, sweep, columns, plots, total))
+
+
+def markdown(records, sweep, columns, plots: Sequence[str], total: int | None) -> str:
+    done = sum(r["status"] == "done" for r in records)
+    parts = [f"# Sweep `{sweep.name}`", ""]
+    if sweep.get("description"):
+        parts += [sweep.description.strip(), ""]
+    if total is not None and len(records) < total:
+        parts += [f"*In progress: {len(records)} of {total} points so far.*", ""]
+    parts += [markdown_table(records, columns), "",
+              f"{done} of {len(records)} points finished. " + COLUMN_NOTES, ""]
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        parts += ["## Failed points", ""]
+        parts += [f"- `{r['name']}`: {r.get('error', '')}" for r in failed]
+        parts.append("")
+    parts += [f"![{p}]({p})" for p in plots]
+    return "\n".join(parts) + "\n"
+
+
+COLUMN_NOTES = (
+    "GFLOPs: XLA cost analysis of the forward pass on one image. Peak MiB: XLA memory "
+    "analysis of one train step at the config's batch size on one device. Train/eval img/s: "
+    "steady-state jitted steps on random data (compile and input pipeline excluded); "
+    "'(run)' = steps x batch / the run's train seconds (includes compile, evals, checkpoints). "
+    "Wall: the whole point (measurements, training, evals). Final train acc: the final model "
+    "evaluated (eval preprocessing) on the training examples.")
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _x_value(rec: dict, key: str):
+    v = (rec.get("delta") or {}).get(key, rec.get(key))
+    if isinstance(v, list | tuple):
+        v = v[0]
+    return v
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def new_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    return plt, fig, ax
+
+
+def save_figure(plt, fig, ax, path: Path, title: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+ACCURACY_SERIES = (("best_accuracy", "best eval", "o-"), ("final_accuracy", "final eval", "s--"),
+                   ("train_accuracy", "final train", "^:"))
+
+
+def plot_xy(records, path: Path, *, x_key: str, x_label: str, log_x: bool,
+            series: Sequence[tuple[str, str, str]], y_label: str, title: str,
+            log_y: bool = False) -> bool:
+    """One line per series over the points whose x is a number; bars if x is categorical."""
+    done = [r for r in records if r["status"] == "done" and _x_value(r, x_key) is not None]
+    xs = [_x_value(r, x_key) for r in done]
+    series = [s for s in series if any(_is_number(r.get(s[0])) for r in done)]
+    if not done or not series:
+        return False
+    plt, fig, ax = new_figure()
+    if all(_is_number(x) for x in xs):
+        order = sorted(range(len(done)), key=lambda i: xs[i])
+        for key, label, style in series:
+            pts = [(xs[i], done[i][key]) for i in order if _is_number(done[i].get(key))]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+        for i in order:  # label each point with its name: tokens/FLOPs plots mix keys
+            y = done[i].get(series[0][0])
+            if _is_number(y):
+                ax.annotate(done[i]["name"], (xs[i], y), fontsize=6, alpha=0.7,
+                            xytext=(3, 3), textcoords="offset points")
+        if log_x:
+            ax.set_xscale("log", base=2 if x_key.endswith("patch_size") else 10)
+            if x_key.endswith("patch_size"):
+                ax.set_xticks(sorted(set(xs)), [str(x) for x in sorted(set(xs))])
+                ax.invert_xaxis()  # smaller patches (more tokens) to the right
+    else:
+        width = 0.8 / len(series)
+        for j, (key, label, _) in enumerate(series):
+            ys = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in done]
+            pos = [i + (j - (len(series) - 1) / 2) * width for i in range(len(done))]
+            bars = ax.bar(pos, ys, width, label=label)
+            ax.bar_label(bars, labels=[f"{y:.1%}" if y <= 1 else f"{y:.3g}" for y in ys],
+                         fontsize=6)
+        ax.set_xticks(range(len(done)), [str(x) for x in xs])
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.legend(fontsize=8)
+    save_figure(plt, fig, ax, path, title)
+    return True
+
+
+def plot_all(records: Sequence[dict], sweep: mlc.ConfigDict, workdir: Path) -> list[str]:
+    """Writes the plots the sweep asks for (``plots``) that its data supports; returns names."""
+    x_key = sweep.get("x_key") or "name"
+    x_label = sweep.get("x_label") or x_key
+    wanted = tuple(sweep.get("plots") or DEFAULT_PLOTS)
+    specs = {
+        "accuracy_vs_x": (f"accuracy_vs_{x_key.rsplit('.', 1)[-1]}.png", x_key, x_label,
+                          bool(sweep.get("log_x")), ACCURACY_SERIES, "accuracy", False),
+        "accuracy_vs_tokens": ("accuracy_vs_tokens.png", "tokens", "tokens per image", True,
+                               ACCURACY_SERIES, "accuracy", False),
+        "accuracy_vs_gflops": ("accuracy_vs_gflops.png", "gflops",
+                               "forward GFLOPs per image", True, ACCURACY_SERIES, "accuracy",
+                               False),
+        "throughput_vs_tokens": ("throughput_vs_tokens.png", "tokens", "tokens per image", True,
+                                 (("train_img_s", "train step", "o-"),
+                                  ("eval_img_s", "eval forward", "s--")),
+                                 "images / second", True),
+    }
+    unknown = sorted(set(wanted) - set(specs))
+    if unknown:
+        raise ValueError(f"unknown plots {unknown} in sweep {sweep.name!r}; valid: {list(specs)}")
+    made = []
+    for name in wanted:
+        fname, key, label, log_x, series, y_label, log_y = specs[name]
+        ok = plot_xy(records, workdir / fname, x_key=key, x_label=label, log_x=log_x,
+                     series=series, y_label=y_label, log_y=log_y,
+                     title=f"{sweep.name}: {y_label} vs {label}")
+        if ok:
+            made.append(fname)
+    return made
