@@ -30,9 +30,12 @@ from vit_jax.models.attention import (  # noqa: E402
     attend,
 )
 
-BATCH, HEADS, HEAD_DIM = 1, 4, 32
+SHAPE = dict(batch=1, heads=4, head_dim=32)  # the memory table
+# The auto table: ViT-Ti's heads (3 × 64) at batch 8, pixel-token lengths of small images
+# (65 = 8² + cls, 257 = 16² + cls, 513, 1025 = 32² + cls).
+AUTO_SHAPE = dict(batch=8, heads=3, head_dim=64)
 MEMORY_NS = (256, 512, 1024, 2048, 4096)
-AUTO_NS = (65, 257, 1025)  # ViT /4 at 32² plus cls, /2 at 32², pixel tokens at 32² (/1)
+AUTO_NS = (65, 257, 513, 1025)
 OUT = Path(__file__).with_name("ATTENTION_MEMORY.md")
 
 
@@ -44,30 +47,31 @@ def forward_backward(implementation: str):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
 
-def inputs(n: int, dtype=jnp.float32):
-    keys = jax.random.split(jax.random.key(0), 3)
-    return [jax.random.normal(k, (BATCH, n, HEADS, HEAD_DIM), dtype) for k in keys]
+def dims(n: int, shape: dict) -> tuple[int, int, int, int]:
+    return shape["batch"], n, shape["heads"], shape["head_dim"]
 
 
 def temp_bytes(implementation: str, n: int) -> int:
-    spec = jax.ShapeDtypeStruct((BATCH, n, HEADS, HEAD_DIM), jnp.float32)
+    spec = jax.ShapeDtypeStruct(dims(n, SHAPE), jnp.float32)
     compiled = forward_backward(implementation).lower(spec, spec, spec).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
 
-def median_seconds(implementation: str, n: int, reps: int) -> float:
-    fn, args = forward_backward(implementation), inputs(n)
-    jax.block_until_ready(fn(*args))  # compile + warm up
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def reps_for(n: int) -> int:
-    return max(3, min(50, int(2e7 / n**2)))  # many runs for short sequences, 3 at N = 4096
+def median_seconds(implementations: tuple[str, ...], n: int, shape: dict) -> dict[str, float]:
+    """Median wall time per implementation; runs alternate so load drifts hit all alike."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    args = [jax.random.normal(k, dims(n, shape)) for k in keys]
+    fns = {i: forward_backward(i) for i in implementations}
+    for fn in fns.values():
+        jax.block_until_ready(fn(*args))  # compile + warm up
+    times = {i: [] for i in implementations}
+    elements = shape["batch"] * shape["heads"] * n**2
+    for _ in range(max(3, min(50, int(1e8 / elements)))):  # 3 runs at the largest sizes
+        for i, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[i].append(time.perf_counter() - start)
+    return {i: statistics.median(t) for i, t in times.items()}
 
 
 def mib(b: float) -> str:
@@ -81,11 +85,11 @@ def memory_table() -> list[str]:
     prev = None
     for n in MEMORY_NS:
         std, chk = temp_bytes("standard", n), temp_bytes("chunked", n)
-        t_std = median_seconds("standard", n, reps_for(n))
-        t_chk = median_seconds("chunked", n, reps_for(n))
+        t = median_seconds(("standard", "chunked"), n, SHAPE)
         growth = ("–", "–") if prev is None else (f"{std / prev[0]:.2f}×", f"{chk / prev[1]:.2f}×")
         rows.append(f"| {n} | {mib(std)} | {mib(chk)} | {std / chk:.1f}× | {growth[0]} | "
-                    f"{growth[1]} | {t_std * 1e3:.1f} | {t_chk * 1e3:.1f} | {t_chk / t_std:.2f} |")
+                    f"{growth[1]} | {t['standard'] * 1e3:.1f} | {t['chunked'] * 1e3:.1f} | "
+                    f"{t['chunked'] / t['standard']:.2f} |")
         prev = (std, chk)
         print(rows[-1], flush=True)
     return rows
@@ -93,27 +97,32 @@ def memory_table() -> list[str]:
 
 def auto_table() -> list[str]:
     impls = ("standard", "xla", "chunked")
-    rows = ["| N | " + " | ".join(f"{i} ms" for i in impls) + " | fastest |",
-            "|---:|" + "---:|" * len(impls) + "---|"]
+    rows = ["| N | " + " | ".join(f"{i} ms" for i in impls) + " | chunked / standard | fastest |",
+            "|---:|" + "---:|" * (len(impls) + 1) + "---|"]
     for n in AUTO_NS:
-        times = {i: median_seconds(i, n, reps_for(n)) for i in impls}
-        best = min(times, key=times.get)
-        rows.append(f"| {n} | " + " | ".join(f"{times[i] * 1e3:.2f}" for i in impls)
-                    + f" | {best} |")
+        t = median_seconds(impls, n, AUTO_SHAPE)
+        rows.append(f"| {n} | " + " | ".join(f"{t[i] * 1e3:.2f}" for i in impls)
+                    + f" | {t['chunked'] / t['standard']:.2f} | {min(t, key=t.get)} |")
         print(rows[-1], flush=True)
     return rows
 
 
+def describe(shape: dict) -> str:
+    return f"B={shape['batch']}, heads={shape['heads']}, head_dim={shape['head_dim']}"
+
+
 def main() -> None:
-    head = (f"B={BATCH}, heads={HEADS}, head_dim={HEAD_DIM}, float32, forward+backward "
-            f"(jit(value_and_grad) w.r.t. q, k, v), chunks {QUERY_CHUNK}×{KEY_CHUNK}, "
-            f"backend {jax.default_backend()}, {os.cpu_count()} CPUs. Growth = temp bytes "
-            "over the previous row's (N doubles each row).")
+    head = (f"float32 forward+backward (jit(value_and_grad) w.r.t. q, k, v), chunks "
+            f"{QUERY_CHUNK}×{KEY_CHUNK}, backend {jax.default_backend()}, {os.cpu_count()} CPUs. "
+            "Times are medians of alternating runs on a shared machine: compare ratios.")
     print(head, flush=True)
     lines = ["# Attention memory: standard vs chunked", "",
-             "Generated by `python -m benchmarks.attention_memory`. " + head, ""]
+             "Generated by `python -m benchmarks.attention_memory`. " + head, "",
+             f"## Memory (XLA temp bytes) and time as N doubles ({describe(SHAPE)})", "",
+             "Growth is temp bytes over the previous row's: ~4× per doubling means N², "
+             "~2× means N.", ""]
     lines += memory_table()
-    lines += ["", "## Kernel choice for `attention=\"auto\"` (median ms, forward+backward)", ""]
+    lines += ["", f"## Kernel choice for `attention=\"auto\"` ({describe(AUTO_SHAPE)})", ""]
     lines += auto_table()
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")

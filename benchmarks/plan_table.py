@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -18,16 +19,21 @@ import time
 GiB = 2**30
 
 
-def run(variant: str, fsdp: int, batch: int, memory: str) -> tuple[dict, float]:
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(variant: str, fsdp: int, batch: int, memory: str) -> tuple[dict, float, float]:
     cmd = [sys.executable, "-m", "vit_jax.plan", f"--variant={variant}", "--image_size=224",
            "--num_classes=1000", f"--mesh=fsdp={fsdp}", f"--batch={batch}",
            f"--device_memory={memory}", "--json"]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out), time.perf_counter() - t0
+    return json.loads(out), time.perf_counter() - t0, _cpu_seconds() - c0
 
 
-def row(r: dict, seconds: float) -> str:
+def row(r: dict, seconds: float, cpu_seconds: float) -> str:
     base, s, f = r["base"], r["suggestion"], r["flops"]
     if r["fits"]:
         fix = "as is"
@@ -41,7 +47,7 @@ def row(r: dict, seconds: float) -> str:
              f"{base['opt_state_bytes'] / GiB:.2f}", f"{base['xla']['temp'] / GiB:.1f}",
              f"{base['peak_bytes'] / GiB:.1f}", f"{f['xla_total'] / 1e12:.0f}",
              f"{f['analytic_total'] / 1e12:.0f}", "yes" if r["fits"] else "no", fix,
-             f"{seconds:.0f}"]
+             f"{seconds:.0f} ({cpu_seconds:.0f})"]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -56,7 +62,7 @@ def main() -> None:
           "TFLOPs per step (all devices).\n")
     print("| model | params | mesh | batch/device | params | opt state | temp | peak | "
           f"XLA TFLOPs | analytic TFLOPs | fits {args.device_memory}? | to fit (peak) | "
-          "plan s |")
+          "plan s wall (CPU) |")
     print("|" + "---|" * 13)
     for variant in args.variants.split(","):
         for fsdp in map(int, args.meshes.split(",")):

@@ -15,7 +15,8 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 # (file, arg) pairs: each config with each argument its docstring advertises.
 SHIPPED = [("quickstart", None), ("mnist_folder", "/nonexistent"), ("small_data", "vit"),
            ("small_data", "SimpleCNN"), ("small_data", "SmallResNet"), ("cifar10", None),
-           ("cifar10", "Ti/4"),           ("imagenet_vit", "B/16"), ("imagenet_vit", "S/16,300")]
+           ("cifar10", "Ti/4"),           ("imagenet_vit", "B/16"), ("imagenet_vit", "S/16,300"),
+           ("finetune", None)]
 
 
 def load(name: str, arg=None):
@@ -60,12 +61,16 @@ def test_config_trains_two_steps(name, arg, tmp_path):
     config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 1
     config.optim.warmup_steps = 1
     config.optim.total_steps = None
+    grey = config.model.get("in_channels", 3) == 1
+    pp = f"decode|resize(8)|{'' if grey else 'to_rgb|'}value_range(-1,1)|onehot(10)"
     config.data.update(name="digits", data_dir=None, workers=0, train_subset=None,
-                       eval_split="test",
-                       pp_train="decode|resize(8)|to_rgb|value_range(-1,1)|onehot(10)",
-                       pp_eval="decode|resize(8)|to_rgb|value_range(-1,1)|onehot(10)")
+                       eval_split="test", pp_train=pp, pp_eval=pp)
     if "width" in config.model:  # a ViT: keep its options, shrink its size
         config.model.update(variant="mu/4", image_size=8, width=32, depth=1, num_heads=2,
                             mlp_dim=32)
+    if config.init_from:  # fine-tuning: start from a tiny pretraining run of the same model
+        config.init_from = None
+        train_and_evaluate(config, tmp_path / "pretrained")
+        config.init_from = str(tmp_path / "pretrained")
     results = train_and_evaluate(config, tmp_path)
     assert 0.0 <= results["final"]["eval/accuracy"] <= 1.0

@@ -34,7 +34,13 @@ IMPLEMENTATIONS = ("standard", "xla", "chunked", "auto")
 QUERY_CHUNK = 256
 KEY_CHUNK = 256
 # ``auto`` switches to ``chunked`` from this many keys on. Measured on the 2-core CPU
-# (benchmarks/attention_memory.py, B=1, H=4, hd=32, forward+backward medians): see AUTO_NOTE.
+# (benchmarks/ATTENTION_MEMORY.md; f32 forward+backward, B=8, ViT-Ti's 3 heads × 64), chunked
+# time over standard in two runs: N=65 0.90 / 1.34 (~1 ms, a tie), N=257 1.19 / 1.03,
+# N=513 1.20 / 0.91, N=1025 0.58 / 0.51. Below ~1k tokens the two tie within noise and the
+# N×N weights are small, so the simpler kernel stays; from 1k tokens (pixel tokens of 32²
+# images) chunked is ~2× faster, as its blocks stay in cache, and needs 6.6× less scratch.
+# jax.nn.dot_product_attention(implementation="xla") also materialises N×N and was never the
+# fastest on CPU (1.3–1.75× standard's time), so ``auto`` only uses it on GPU, through cuDNN.
 AUTO_CHUNK_MIN_TOKENS = 1024
 # A finite "minus infinity" for padded keys: exp() of it is 0 without inf - inf = NaN risks.
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -73,7 +79,7 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
     """Exact softmax attention on (B, N, H, hd) inputs in O(N) memory (forward and backward).
 
     Queries go in blocks of ``query_chunk`` (``lax.map``); each block scans key blocks of
-    ``key_chunk`` keeping a running max ``m``, running sum ``l`` and output accumulator in
+    ``key_chunk`` keeping a running max ``m``, running sum ``total`` and output accumulator in
     float32, rescaling by exp(m_old - m_new) as each block raises the max. Lengths that the
     blocks do not divide are padded: padded keys get a -inf logit, padded queries are sliced off.
     The chunk sizes are upper bounds: blocks are balanced (``_balanced_block``) so padding stays
@@ -82,6 +88,7 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
     b, nq, h, d = q.shape
     nk = k.shape[1]
     qc, kc = _balanced_block(nq, query_chunk), _balanced_block(nk, key_chunk)
+    out_dtype = jnp.result_type(q.dtype, v.dtype)  # as standard_attention's
     # (B, H, N, hd) once up front: the block matmuls are then plain batched matmuls.
     q = jnp.swapaxes(q * jnp.asarray(d ** -0.5, q.dtype), 1, 2)
     k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
@@ -104,7 +111,7 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def query_block(qi: Array) -> Array:
         def key_step(carry, block):
-            m, l, acc = carry
+            m, total, acc = carry
             kj, vj, bias = block
             s = jnp.einsum("bhqd,bhkd->bhqk", qi, kj, preferred_element_type=jnp.float32)
             if bias is not None:
@@ -113,16 +120,16 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
             m_new = jax.lax.stop_gradient(jnp.maximum(m, s.max(axis=-1)))
             p = jnp.exp(s - m_new[..., None])
             correction = jnp.exp(m - m_new)
-            l = l * correction + p.sum(axis=-1)
+            total = total * correction + p.sum(axis=-1)
             pv = jnp.einsum("bhqk,bhkd->bhqd", p.astype(vj.dtype), vj,
                             preferred_element_type=jnp.float32)
-            return (m_new, l, acc * correction[..., None] + pv), None
+            return (m_new, total, acc * correction[..., None] + pv), None
 
         init = (jnp.full((b, h, qc), _MASK_VALUE, jnp.float32),
                 jnp.zeros((b, h, qc), jnp.float32),
                 jnp.zeros((b, h, qc, d), jnp.float32))
-        (_, l, acc), _ = jax.lax.scan(key_step, init, (k_blocks, v_blocks, key_bias))
-        return (acc / l[..., None]).astype(v.dtype)
+        (_, total, acc), _ = jax.lax.scan(key_step, init, (k_blocks, v_blocks, key_bias))
+        return (acc / total[..., None]).astype(out_dtype)
 
     out = jax.lax.map(query_block, q_blocks)  # (n_qb, B, H, qc, hd)
     out = jnp.moveaxis(out, 0, 2).reshape(b, h, n_qb * qc, d)[:, :, :nq]

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vit_jax.models.attention import Attention
+from vit_jax.models.attention import KEY_CHUNK, QUERY_CHUNK, Attention
 from vit_jax.models.layers import Dense, LayerNorm, drop_path, dropout
 
 Array = jax.Array
@@ -52,10 +52,12 @@ class Block(nnx.Module):
 
     def __init__(self, width: int, mlp_dim: int, num_heads: int, *, rngs: nnx.Rngs,
                  dropout: float = 0.0, attn_dropout: float = 0.0, layerscale: float | None = None,
-                 qk_norm: bool = False, attention: str = "standard"):
+                 qk_norm: bool = False, attention: str = "standard",
+                 query_chunk: int = QUERY_CHUNK, key_chunk: int = KEY_CHUNK):
         self.norm1 = LayerNorm(width, rngs=rngs)
         self.attn = Attention(width, num_heads, rngs=rngs, qk_norm=qk_norm,
-                              implementation=attention, attn_dropout=attn_dropout)
+                              implementation=attention, attn_dropout=attn_dropout,
+                              query_chunk=query_chunk, key_chunk=key_chunk)
         self.norm2 = LayerNorm(width, rngs=rngs)
         self.mlp = Mlp(width, mlp_dim, rngs=rngs, dropout_rate=dropout)
         self.ls1 = LayerScale(width, layerscale) if layerscale else None

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vit_jax.models.attention import KEY_CHUNK, QUERY_CHUNK
 from vit_jax.models.encoder import Encoder
 from vit_jax.models.heads import POOLS, MAPHead, pool_tokens
 from vit_jax.models.layers import Dense, dropout
@@ -44,8 +45,9 @@ class VisionTransformer(nnx.Module):
         dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0,
         layerscale: float | None = None, qk_norm: bool = False, head_zero_init: bool = True,
         representation_size: int | None = None, dtype: str = "float32", scan: bool = False,
-        remat_policy: str = "none", attention: str = "standard", patch_embed_method: str = "conv",
-        seed: int = 0, rngs: nnx.Rngs | None = None,
+        remat_policy: str = "none", attention: str = "standard",
+        attention_query_chunk: int = QUERY_CHUNK, attention_key_chunk: int = KEY_CHUNK,
+        patch_embed_method: str = "conv", seed: int = 0, rngs: nnx.Rngs | None = None,
     ):
         self.image_size = as_pair(image_size, "image_size")
         self.patch_size = as_pair(patch_size, "patch_size")
@@ -81,7 +83,8 @@ class VisionTransformer(nnx.Module):
         self.encoder = Encoder(depth, width, mlp_dim, num_heads, rngs=rngs, scan=scan,
                                remat_policy=remat_policy, drop_path=drop_path, dropout=dropout,
                                attn_dropout=attn_dropout, layerscale=layerscale, qk_norm=qk_norm,
-                               attention=attention)
+                               attention=attention, query_chunk=attention_query_chunk,
+                               key_chunk=attention_key_chunk)
         self.map_head = MAPHead(width, mlp_dim, num_heads, rngs=rngs) if pool == "map" else None
         self.pre_logits = (Dense(width, representation_size, rngs=rngs, axes=("embed", "mlp"))
                            if representation_size else None)

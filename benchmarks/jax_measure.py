@@ -1,0 +1,290 @@
+"""The JAX side of ``benchmarks/throughput.py``: one process runs a list of jobs, prints JSON.
+
+  python -m benchmarks.jax_measure '{"jobs": [{"kind": "peak"}, {"kind": "model", ...}]}'
+
+Each set of XLA flags needs its own process (``XLA_FLAGS`` is read when the backend starts), so
+the driver starts one of these per flag set; within a process every job shares the same flags,
+so their ratios are comparable. ``configure_runtime()`` runs first, exactly as in
+``vit_jax.main``: the numbers are what a user of the default runtime gets. Progress goes to
+stderr; the last stdout line is the JSON result.
+
+Job kinds:
+- ``peak``: f32 ``jnp.dot`` of two n×n matrices, median GFLOP/s (the MFU denominator).
+- ``model``: inference and train-step images/s, compile seconds, XLA cost-analysis FLOPs and
+  memory-analysis bytes of the real ``make_train_step`` (AdamW, jitted with donation).
+- ``memory``: compile-only train-step memory for each remat policy.
+- ``compile``: compile-only train-step time from abstract state (no parameter memory, so H/14
+  is cheap to compile even where it would not fit).
+- ``quickstart``: ``configs/quickstart.py``'s input pipeline images/s and train-step images/s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ADAMW = dict(name="adamw", lr=1e-3, weight_decay=0.05, schedule="constant")
+
+
+def log(msg: str) -> None:
+    print(f"[jax_measure] {msg}", file=sys.stderr, flush=True)
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` (which blocks), after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def flops_of(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def memory_of(compiled) -> dict[str, int]:
+    """XLA's buffer assignment: temp = activations and scratch; peak = what must fit."""
+    m = compiled.memory_analysis()
+    peak = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+            + m.temp_size_in_bytes)
+    return {"temp": int(m.temp_size_in_bytes), "argument": int(m.argument_size_in_bytes),
+            "peak": int(peak)}
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def job_peak(n: int = 4096, repeats: int = 5) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot).lower(a, b).compile()
+    times = timed(lambda: dot(a, b).block_until_ready(), repeats)
+    gflops = [2 * n**3 / t / 1e9 for t in times]
+    return {"n": n, "gflops": statistics.median(gflops), "all": gflops}
+
+
+def _build(variant: str, *, batch: int, image_size: int, overrides: dict, abstract: bool,
+           num_classes: int = 1000):
+    """(model, optimizer) as graphdef + state (concrete or abstract), and a batch."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from vit_jax import optim
+    from vit_jax.models import create_model
+
+    tx = optim.build_tx(ADAMW)
+
+    def create():
+        model = create_model(variant, num_classes=num_classes, image_size=image_size,
+                             **overrides)
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    model, optimizer = nnx.eval_shape(create) if abstract else create()
+    graphdef, state = nnx.split((model, optimizer))
+    rng_np = np.random.default_rng(0)
+    labels = rng_np.integers(0, num_classes, batch)
+    batch_arrays = {
+        "image": jnp.asarray(rng_np.standard_normal((batch, image_size, image_size, 3)),
+                             jnp.float32),
+        "labels": jax.nn.one_hot(jnp.asarray(labels), num_classes, dtype=jnp.float32),
+    }
+    if abstract:
+        batch_arrays = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                    batch_arrays)
+    return model, graphdef, state, batch_arrays
+
+
+def _compile_train(graphdef, state, batch, *, donate: bool = True):
+    import jax
+
+    from vit_jax.train_step import make_train_step
+
+    rng = jax.random.PRNGKey(0)
+    step = jax.jit(make_train_step(graphdef), donate_argnums=0 if donate else ())
+    t0 = time.perf_counter()
+    lowered = step.lower(state, batch, rng)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    return compiled, rng, {"lower_s": t1 - t0, "compile_s": t2 - t1, "total_s": t2 - t0}
+
+
+def job_model(variant: str, batch: int = 32, image_size: int = 224, overrides: dict | None = None,
+              forward: bool = True, train: bool = True, donate: bool = True,
+              repeats: int = 3) -> dict[str, Any]:
+    import jax
+    from flax import nnx
+
+    from vit_jax.models import count_params, model_options
+
+    overrides = dict(overrides or {})
+    out: dict[str, Any] = {"variant": variant, "batch": batch, "image_size": image_size,
+                           "overrides": overrides, "donate": donate,
+                           "defaults": {k: v for k, v in model_options(variant).items()
+                                        if isinstance(v, str | bool | int | float)}}
+    model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
+                                          overrides=overrides, abstract=False)
+    out["params"] = count_params(model)
+    if forward:
+        mgraph, mstate = nnx.split(model)
+        fwd = jax.jit(lambda s, x: nnx.merge(mgraph, s)(x, train=False))
+        t0 = time.perf_counter()
+        compiled = fwd.lower(mstate, data["image"]).compile()
+        compile_s = time.perf_counter() - t0
+        times = timed(lambda: compiled(mstate, data["image"]).block_until_ready(), repeats)
+        out["forward"] = {"compile_s": compile_s, "flops": flops_of(compiled),
+                          "step_s": statistics.median(times), "all_s": times,
+                          "img_s": batch / statistics.median(times)}
+        log(f"{variant} {overrides} forward {out['forward']['img_s']:.1f} img/s")
+        del mgraph, mstate, compiled
+    if train:
+        compiled, rng, compile_times = _compile_train(graphdef, state, data, donate=donate)
+        holder = {"state": state}
+        del model, state
+
+        def step():
+            holder["state"], metrics = compiled(holder["state"], data, rng)
+            jax.block_until_ready((holder["state"], metrics))
+
+        times = timed(step, repeats)
+        out["train"] = {**compile_times, "flops": flops_of(compiled), "memory": memory_of(compiled),
+                        "step_s": statistics.median(times), "all_s": times,
+                        "img_s": batch / statistics.median(times)}
+        log(f"{variant} {overrides} train {out['train']['img_s']:.2f} img/s "
+            f"(compile {compile_times['total_s']:.1f} s)")
+    return out
+
+
+def job_compile(variant: str, batch: int = 32, image_size: int = 224,
+                overrides: dict | None = None) -> dict[str, Any]:
+    """Train-step lower + compile seconds and memory from abstract state only."""
+    _, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
+                                      overrides=dict(overrides or {}), abstract=True)
+    compiled, _, times = _compile_train(graphdef, state, data)
+    log(f"{variant} {overrides} compile {times['total_s']:.1f} s")
+    return {"variant": variant, "batch": batch, "image_size": image_size,
+            "overrides": overrides or {}, **times, "flops": flops_of(compiled),
+            "memory": memory_of(compiled)}
+
+
+def job_memory(variant: str, batch: int = 32, image_size: int = 224,
+               policies: tuple[str, ...] = ("none", "dots", "full"),
+               overrides: dict | None = None) -> dict[str, Any]:
+    out = {"variant": variant, "batch": batch, "policies": {}}
+    for policy in policies:
+        r = job_compile(variant, batch, image_size, {**(overrides or {}), "remat_policy": policy})
+        out["policies"][policy] = r["memory"]
+    return out
+
+
+def _load_config(path: Path):
+    spec = importlib.util.spec_from_file_location("bench_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def job_quickstart(repeats: int = 3, pipeline_batches: int = 30) -> dict[str, Any]:
+    """The quickstart config's input pipeline alone vs its train step alone (images/s)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from vit_jax import data, optim
+    from vit_jax.config import build_model
+    from vit_jax.train_step import make_train_step
+
+    config = _load_config(REPO / "configs" / "quickstart.py")
+    bs = config.batch_size
+    info = data.dataset_info(config.data)
+    it = data.build_train_iterator(config.data, batch_size=bs, seed=config.seed)
+    first = next(it)
+    for _ in range(3):  # start the prefetch thread and warm the decode caches
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(pipeline_batches):
+        next(it)
+    pipeline_s = time.perf_counter() - t0
+    it.close()
+    pipeline = bs * pipeline_batches / pipeline_s
+
+    optim_cfg = config.optim.to_dict()
+    optim_cfg["total_steps"] = optim_cfg.get("total_steps") or config.total_steps
+    tx = optim.build_tx(optim_cfg)
+    model = build_model(config, info.num_classes)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+    step_fn = make_train_step(graphdef, schedule=optim.build_schedule(optim_cfg))
+    batch = {k: jnp.asarray(v) for k, v in first.items() if k in ("image", "labels")}
+    rng = jax.random.PRNGKey(config.seed)
+    t0 = time.perf_counter()
+    compiled = jax.jit(step_fn, donate_argnums=0).lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - t0
+    holder = {"state": state}
+    del model, optimizer, state
+
+    def step():
+        for _ in range(10):  # ~10 ms steps: time ten at once so timer overhead is negligible
+            holder["state"], metrics = compiled(holder["state"], batch, rng)
+        jax.block_until_ready((holder["state"], metrics))
+
+    times = [t / 10 for t in timed(step, max(repeats, 3))]
+    train = bs / statistics.median(times)
+    log(f"quickstart pipeline {pipeline:.0f} img/s, train {train:.0f} img/s")
+    return {"batch": bs, "image_shape": list(first["image"].shape[1:]),
+            "model": config.model.variant, "pipeline_img_s": pipeline, "train_img_s": train,
+            "train_step_s": statistics.median(times), "compile_s": compile_s,
+            "flops": flops_of(compiled), "ratio": pipeline / train}
+
+
+JOBS = {"peak": job_peak, "model": job_model, "compile": job_compile, "memory": job_memory,
+        "quickstart": job_quickstart}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    from vit_jax.runtime import configure_runtime
+
+    added = configure_runtime()
+    import jax
+
+    header = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "added_by_runtime": added,
+              "jax": jax.__version__, "backend": jax.default_backend(),
+              "devices": jax.device_count()}
+    log(f"XLA_FLAGS={header['xla_flags']!r}")
+    results = []
+    for job in spec["jobs"]:
+        job = dict(job)
+        kind = job.pop("kind")
+        label = job.pop("label", kind)
+        t0 = time.perf_counter()
+        try:
+            result = JOBS[kind](**job)
+        except Exception as e:  # noqa: BLE001 (one failed job must not lose the others)
+            log(f"job {label} failed: {type(e).__name__}: {e}")
+            result = {"error": f"{type(e).__name__}: {e}"}
+        results.append({"label": label, "kind": kind, "wall_s": time.perf_counter() - t0,
+                        **result})
+    print(json.dumps({**header, "results": results}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
