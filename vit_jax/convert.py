@@ -18,9 +18,9 @@ Each format's parameter-name mapping is one table (``GOOGLE``, ``TIMM``) read by
 export. Anything the table cannot place is an error naming the keys, never skipped.
 
 Parity note: Google's Flax models (vision_transformer ``models_vit.py``, big_vision ``vit.py``)
-call ``flax.linen.gelu`` = ``jax.nn.gelu`` with its default ``approximate=True`` (tanh form); ours
-and timm use exact erf GELU. Imported Google weights thus compute exactly what timm's port of the
-same checkpoint computes, and differ from the original JAX model by that GELU gap (~1e-3 logits).
+call ``flax.linen.gelu`` = ``jax.nn.gelu`` with its default ``approximate=True`` (tanh form); timm
+uses exact erf GELU. Imported Google checkpoints get ``gelu_approximate=True`` so they compute what
+the original JAX model computes; timm files keep the exact form (the gap is ~1e-3 in logits).
 """
 
 from __future__ import annotations
@@ -316,6 +316,7 @@ def model_config(model: nnx.Module) -> dict:
         layerscale=1e-5 if "encoder/blocks/0/ls1/gamma" in p else None,
         qk_norm="encoder/blocks/0/attn/q_norm/scale" in p,
         representation_size=p["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in p else None,
+        gelu_approximate=model.gelu_approximate,
     )
 
 
@@ -490,6 +491,8 @@ def infer_config(arrays: Mapping[str, np.ndarray], fmt: str, dialect: str = "vit
         layerscale=1e-5 if view("encoder/blocks/0/ls1/gamma") is not None else None,
         qk_norm=view("encoder/blocks/0/attn/q_norm/scale") is not None,
         representation_size=pre.shape[1] if pre is not None else None,
+        # Google's Flax ViTs computed the tanh GELU; timm the exact one (see the parity note).
+        gelu_approximate=known.get("gelu_approximate", fmt == "google"),
     )
     return config, grid
 

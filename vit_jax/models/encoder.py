@@ -27,15 +27,18 @@ REMAT_POLICIES = {
 
 
 class Mlp(nnx.Module):
-    def __init__(self, width: int, mlp_dim: int, *, rngs: nnx.Rngs, dropout_rate: float = 0.0):
+    def __init__(self, width: int, mlp_dim: int, *, rngs: nnx.Rngs, dropout_rate: float = 0.0,
+                 gelu_approximate: bool = False):
         bias_init = nnx.initializers.normal(stddev=1e-6)
         self.fc1 = Dense(width, mlp_dim, rngs=rngs, axes=("embed", "mlp"), bias_init=bias_init)
         self.fc2 = Dense(mlp_dim, width, rngs=rngs, axes=("mlp", "embed"), bias_init=bias_init)
         self.dropout_rate = dropout_rate
+        self.gelu_approximate = gelu_approximate
 
     def __call__(self, x: Array, key: Array | None = None) -> Array:
-        # Exact (erf) GELU as in Google ViT and timm: the tanh form moves logits by ~1e-3.
-        h = jax.nn.gelu(self.fc1(x), approximate=False)
+        # Exact (erf) GELU as timm and PyTorch; Google's Flax ViTs used the tanh form
+        # (`gelu_approximate=True`, set when importing their checkpoints): ~1e-3 apart in logits.
+        h = jax.nn.gelu(self.fc1(x), approximate=self.gelu_approximate)
         return self.fc2(dropout(h, self.dropout_rate, key))
 
 
@@ -53,13 +56,15 @@ class Block(nnx.Module):
     def __init__(self, width: int, mlp_dim: int, num_heads: int, *, rngs: nnx.Rngs,
                  dropout: float = 0.0, attn_dropout: float = 0.0, layerscale: float | None = None,
                  qk_norm: bool = False, attention: str = "standard",
-                 query_chunk: int = QUERY_CHUNK, key_chunk: int = KEY_CHUNK):
+                 query_chunk: int = QUERY_CHUNK, key_chunk: int = KEY_CHUNK,
+                 gelu_approximate: bool = False):
         self.norm1 = LayerNorm(width, rngs=rngs)
         self.attn = Attention(width, num_heads, rngs=rngs, qk_norm=qk_norm,
                               implementation=attention, attn_dropout=attn_dropout,
                               query_chunk=query_chunk, key_chunk=key_chunk)
         self.norm2 = LayerNorm(width, rngs=rngs)
-        self.mlp = Mlp(width, mlp_dim, rngs=rngs, dropout_rate=dropout)
+        self.mlp = Mlp(width, mlp_dim, rngs=rngs, dropout_rate=dropout,
+                       gelu_approximate=gelu_approximate)
         self.ls1 = LayerScale(width, layerscale) if layerscale else None
         self.ls2 = LayerScale(width, layerscale) if layerscale else None
         self.dropout_rate = dropout

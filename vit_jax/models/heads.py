@@ -17,13 +17,14 @@ POOLS = ("cls", "gap", "map", "none")
 class MAPHead(nnx.Module):
     """Multi-head attention pooling: a learned probe attends over the tokens (big_vision)."""
 
-    def __init__(self, width: int, mlp_dim: int, num_heads: int, *, rngs: nnx.Rngs):
+    def __init__(self, width: int, mlp_dim: int, num_heads: int, *, rngs: nnx.Rngs,
+                 gelu_approximate: bool = False):
         init = nnx.initializers.xavier_uniform()
         self.probe = nnx.Param(init(rngs.params(), (1, 1, width), jnp.float32),
                                logical_axes=(None, None, "embed"))
         self.attn = Attention(width, num_heads, rngs=rngs)
         self.norm = LayerNorm(width, rngs=rngs)
-        self.mlp = Mlp(width, mlp_dim, rngs=rngs)
+        self.mlp = Mlp(width, mlp_dim, rngs=rngs, gelu_approximate=gelu_approximate)
 
     def __call__(self, x: Array) -> Array:
         probe = jnp.broadcast_to(self.probe[...].astype(x.dtype), (x.shape[0], 1, x.shape[-1]))

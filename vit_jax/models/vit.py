@@ -47,7 +47,8 @@ class VisionTransformer(nnx.Module):
         representation_size: int | None = None, dtype: str = "float32", scan: bool = False,
         remat_policy: str = "none", attention: str = "standard",
         attention_query_chunk: int = QUERY_CHUNK, attention_key_chunk: int = KEY_CHUNK,
-        patch_embed_method: str = "conv", seed: int = 0, rngs: nnx.Rngs | None = None,
+        patch_embed_method: str = "conv", gelu_approximate: bool = False, seed: int = 0,
+        rngs: nnx.Rngs | None = None,
     ):
         self.image_size = as_pair(image_size, "image_size")
         self.patch_size = as_pair(patch_size, "patch_size")
@@ -63,6 +64,7 @@ class VisionTransformer(nnx.Module):
         rngs = rngs if rngs is not None else nnx.Rngs(params=seed, dropout=seed + 1)
         self.dtype = DTYPES[dtype]
         self.pool = pool
+        self.gelu_approximate = gelu_approximate
         self.in_channels = in_channels
         self.num_prefix = int(class_token) + num_registers
         self.dropout_rate = dropout
@@ -84,8 +86,9 @@ class VisionTransformer(nnx.Module):
                                remat_policy=remat_policy, drop_path=drop_path, dropout=dropout,
                                attn_dropout=attn_dropout, layerscale=layerscale, qk_norm=qk_norm,
                                attention=attention, query_chunk=attention_query_chunk,
-                               key_chunk=attention_key_chunk)
-        self.map_head = MAPHead(width, mlp_dim, num_heads, rngs=rngs) if pool == "map" else None
+                               key_chunk=attention_key_chunk, gelu_approximate=gelu_approximate)
+        self.map_head = (MAPHead(width, mlp_dim, num_heads, rngs=rngs,
+                                 gelu_approximate=gelu_approximate) if pool == "map" else None)
         self.pre_logits = (Dense(width, representation_size, rngs=rngs, axes=("embed", "mlp"))
                            if representation_size else None)
         features = representation_size or width
