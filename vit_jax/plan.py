@@ -1,8 +1,9 @@
 """Will it fit? Per-device memory and FLOPs of the real train step, compiled without parameters.
 
   python -m vit_jax.plan --config=configs/quickstart.py --mesh=fsdp=8 --batch=256
-  python -m vit_jax.plan --variant=H/14 --image_size=224 --num_classes=1000 \
-      --mesh=fsdp=64 --batch=1024 --device_memory=80GiB [--json]
+  python -m vit_jax.plan --variant=H/14 --mesh=fsdp=64 --batch=1024 --device_memory=80GiB
+  python -m vit_jax.plan --config=configs/NAME.py --variant=g/14 --mesh=fsdp=8,tensor=2
+      --device_memory=80GiB --config.model.pool=map [--image_size=384] [--json]
 
 The train step the trainer runs (``make_train_step`` jitted by ``sharding.jit_train_step``) is
 lowered and compiled ahead of time for the mesh on fake CPU devices, from abstract inputs only:
@@ -13,22 +14,23 @@ g/14 on 64 devices plans on a laptop. What is reported, per device:
   sharded abstract shapes);
 - XLA's ``memory_analysis()`` of the SPMD-partitioned program (per-device numbers: checked in
   tests/test_plan.py by comparing fsdp=8 with fsdp=1):
-  ``argument`` = the step's inputs (state + batch shard + rng), ``output`` = new state + metrics,
+  ``argument`` = the step's inputs (state + batch shard), ``output`` = new state + metrics,
   ``alias`` = outputs written into donated input buffers (the state: counted in both argument
   and output, so subtracted once), ``temp`` = everything XLA allocates during the step:
   activations kept for the backward pass, gradients, all-gathered weights, optimizer
   temporaries. ``peak = argument + output - alias + temp`` is what must fit.
 - FLOPs: XLA's ``cost_analysis()``, which for a partitioned program also counts one device's
-  share (x devices = the step's total), next to the analytic estimate (``analytic_flops``).
+  share (x devices = the step's total; it counts a loop body once, see ``xla_flops``), next to
+  the analytic estimate (``analytic_flops``).
 
 If the step does not fit ``--device_memory``, cheaper-memory variants are compiled in the order of
 their cost (rematerialisation first, then micro-batching) and the first that fits is suggested.
 
-Caveats: the numbers are XLA:CPU's buffer assignment. TPU/GPU compilers fuse, pad (TPU tiles)
-and schedule collectives differently and may rematerialise on their own, so treat peak as an
-estimate with ~10-20 % uncertainty, and keep headroom (e.g. plan with 90 % of the HBM).
-Compiled memory also ignores the runtime's own reservations (GPU: ~1 GiB context, XLA's
-preallocation fraction).
+Caveats: the numbers are XLA:CPU's buffer assignment, not yet checked against an accelerator.
+TPU/GPU compilers fuse, pad (TPU tiles) and schedule collectives differently and may
+rematerialise on their own: treat peak as an estimate and keep headroom. ``dtype=bfloat16`` is
+pessimistic here (XLA:CPU computes bf16 dots in f32: B/16 temp only -17 %). Compiled memory also
+ignores the runtime's own reservations (GPU: CUDA context, XLA's preallocation fraction).
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vit_jax import optim, sharding
-from vit_jax.config import base_config, build_model, model_config
-from vit_jax.models import count_params
+from vit_jax.config import FROM_VARIANT, base_config, build_model, model_config
+from vit_jax.models import CNNS, count_params
 from vit_jax.train_step import make_train_step
 
 # Remat policies by how much they recompute (and, in the same order, how much they keep):
@@ -226,13 +228,15 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
     h, w = model_image_size(config)
     channels = config.model.get("in_channels", 3)
     batch_s = sharding.batch_sharding(mesh)
+    # The loader's batch also holds "label" (int32), which the step never reads: jit drops it.
     inputs = {"image": jax.ShapeDtypeStruct((batch, h, w, channels), jnp.float32, sharding=batch_s),
-              "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_s),
               "labels": jax.ShapeDtypeStruct((batch, num_classes), jnp.float32, sharding=batch_s)}
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, P()))
     lowered = step.lower(abstract_state, inputs, rng)
     t1 = time.perf_counter()
-    compiled = lowered.compile()
+    # The executable never runs: LLVM optimisation only costs time (-40 % compile CPU time; the
+    # buffer assignment and cost analysis come from the HLO passes and are identical).
+    compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
     t2 = time.perf_counter()
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -292,22 +296,28 @@ def _depth(config: mlc.ConfigDict) -> int:
 # ----------------------------------------------------------------------------- search
 
 
-def candidates(remat_policy: str, grad_accum_steps: int, per_device_batch: int):
-    """Cheaper-memory variants of (remat, accum), cheapest compute first.
+def candidates(remat_policy: str, grad_accum_steps: int, per_device_batch: int,
+               policies: tuple[str, ...] = REMAT_ORDER) -> list[tuple[int, list[str]]]:
+    """Cheaper-memory variants of (remat, accum) as ``[(accum, [policies...]), ...]``.
 
-    Rematerialisation before micro-batching: on accelerators k micro-batches run k smaller,
-    less efficient passes and repeat FSDP's weight all-gathers k times, while "dots" recomputes
-    almost nothing and even "full" adds ~1/3 of the FLOPs. Within an accumulation level the
-    policies go from least to most recompute (= from most to least memory).
+    Preference (what a suggestion costs in step time): rematerialisation before
+    micro-batching, since on accelerators k micro-batches run k smaller, less efficient passes
+    and repeat FSDP's weight all-gathers k times, while "dots" recomputes almost nothing and
+    even "full" adds ~1/3 of the FLOPs. Within an accumulation level the policies go from
+    least to most recompute (= from most to least memory). The configured (remat, accum) is
+    left out; accum levels double while the per-device micro-batch stays whole.
     """
-    start = REMAT_ORDER.index(remat_policy) if remat_policy in REMAT_ORDER else 0
+    start = policies.index(remat_policy) if remat_policy in policies else 0
+    levels = []
     accum = grad_accum_steps
-    while accum <= min(MAX_ACCUM, per_device_batch * grad_accum_steps):
-        if (per_device_batch * grad_accum_steps) % accum == 0:
-            for policy in REMAT_ORDER[start:]:
-                if (policy, accum) != (remat_policy, grad_accum_steps):
-                    yield policy, accum
+    examples = per_device_batch * grad_accum_steps
+    while accum <= min(MAX_ACCUM, examples):
+        if examples % accum == 0:
+            names = [p for p in policies[start:] if (p, accum) != (remat_policy, grad_accum_steps)]
+            if names:
+                levels.append((accum, names))
         accum *= 2
+    return levels
 
 
 def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None = None,
@@ -331,6 +341,8 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
     if batch % batch_devices:
         raise ValueError(f"batch {batch} is not divisible by data*fsdp={batch_devices}; use a "
                          f"multiple of {batch_devices}")
+    if config.model.variant in CNNS:
+        raise ValueError(f"the planner handles ViT variants, not {config.model.variant!r}")
     num_classes = num_classes or num_classes_of(config)
     notes = []
     depth = _depth(config)
@@ -341,7 +353,6 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
                      "time does not grow with depth; the loop form (scan=False) needs about as "
                      "much memory (B/16: scan +5% temp)")
     model = nnx.eval_shape(lambda: build_model(config, num_classes))
-    is_vit = hasattr(model, "encoder")
 
     base = compile_step(config, mesh, batch, num_classes)
     base["fits"] = None if budget is None else base["peak_bytes"] <= budget
@@ -356,7 +367,7 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
                          f"devices (fsdp >= ~{need}) or use fewer/lower-precision moments")
         else:
             suggestion = _search(config, mesh, batch, num_classes, budget, base, tried,
-                                 per_device_batch, is_vit)
+                                 per_device_batch)
             if suggestion is None:
                 notes.append("nothing tried fits; use more devices (larger fsdp) or a smaller "
                              "per-device batch")
@@ -364,25 +375,32 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
     result = dict(
         variant=config.model.variant, params=count_params(model),
         image_size=list(model_image_size(config)), num_classes=num_classes,
-        tokens=(math.prod(model.grid) + model.num_prefix) if is_vit else None,
+        tokens=math.prod(model.grid) + model.num_prefix,
         depth=depth, scan=bool(config.model.get("scan", False)),
         dtype=config.model.get("dtype", "float32"),
         mesh=sizes, devices=n_devices, batch=batch, per_device_batch=batch // batch_devices,
         device_memory=budget, fits=base["fits"], base=base, tried=tried, suggestion=suggestion,
         notes=notes)
     if flops:
-        result["flops"] = _flops_report(config, mesh, batch, num_classes, base, model, is_vit)
+        result["flops"] = _flops_report(config, mesh, batch, num_classes, base, model)
         if suggestion and suggestion["remat_policy"] != base["remat_policy"]:
             result["suggestion_flops"] = _flops_report(
                 _with(config, **{"model.remat_policy": suggestion["remat_policy"]}), mesh, batch,
-                num_classes, base, model, is_vit, probe_only=True)
+                num_classes, base, model, probe_only=True)
     result["plan_seconds"] = time.perf_counter() - t_start
     return result
 
 
-def _search(config, mesh, batch, num_classes, budget, base, tried, per_device_batch,
-            is_vit) -> dict | None:
-    """Compiles candidates in order, skipping those a measured lower bound rules out.
+def _search(config, mesh, batch, num_classes, budget, base, tried,
+            per_device_batch) -> dict | None:
+    """The cheapest candidate (``candidates`` order) that fits, compiling as few as possible.
+
+    Memory falls with stronger remat, so each accumulation level is first compiled with its
+    strongest policy: if that does not fit, no policy of the level does and the level costs one
+    compile; if it does, the cheaper policies are compiled in order and the first that fits
+    wins. Before compiling, k micro-batches are assumed to divide the temporaries at best by k
+    (weights, gradients and the accumulator do not shrink), a lower bound from the same policy
+    at a smaller level that skips hopeless compiles.
 
     A remat candidate is planned with ``scan=True``: XLA:CPU's scheduler runs an unrolled
     loop's recomputations early, so its buffer assignment shows no saving from remat (measured:
@@ -390,14 +408,10 @@ def _search(config, mesh, batch, num_classes, budget, base, tried, per_device_ba
     recomputes inside the backward loop (53 MiB). Accelerator schedulers save with either form;
     scan + remat is also what big_vision and MaxText run.
     """
-    remat = config.model.get("remat_policy", "none") if is_vit else "none"
-    policies_ok = is_vit and "remat_policy" in config.model
+    remat = config.model.remat_policy
     measured = {(base["remat_policy"], base["grad_accum_steps"]): base}
-    for policy, accum in candidates(remat, config.optim.grad_accum_steps, per_device_batch):
-        if not policies_ok and policy != remat:
-            continue
-        # k micro-batches at most divide the temporaries by k (weights, gradients and the
-        # accumulator do not shrink): a lower bound that saves compiling hopeless candidates.
+
+    def attempt(policy: str, accum: int) -> dict | None:
         smaller = [k for (p, k) in measured if p == policy and k < accum]
         if smaller:
             prev = measured[(policy, max(smaller))]
@@ -405,7 +419,7 @@ def _search(config, mesh, batch, num_classes, budget, base, tried, per_device_ba
             if bound > budget:
                 tried.append(dict(remat_policy=policy, grad_accum_steps=accum, skipped=True,
                                   lower_bound_bytes=bound))
-                continue
+                return None
         changes = {"model.remat_policy": policy, "optim.grad_accum_steps": accum}
         if policy != "none" and "scan" in config.model:
             changes["model.scan"] = True
@@ -413,25 +427,31 @@ def _search(config, mesh, batch, num_classes, budget, base, tried, per_device_ba
         result["fits"] = result["peak_bytes"] <= budget
         measured[(policy, accum)] = result
         tried.append(result)
-        if result["fits"]:
-            return result
+        return result
+
+    for accum, names in candidates(remat, config.optim.grad_accum_steps, per_device_batch):
+        strongest = attempt(names[-1], accum)
+        if strongest is None or not strongest["fits"]:
+            continue
+        for policy in names[:-1]:
+            result = attempt(policy, accum)
+            if result is not None and result["fits"]:
+                return result
+        return strongest
     return None
 
 
-def _flops_report(config, mesh, batch, num_classes, base, model, is_vit,
-                  probe_only=False) -> dict:
+def _flops_report(config, mesh, batch, num_classes, base, model, probe_only=False) -> dict:
+    """XLA's FLOPs of the step next to ``analytic_flops`` (same remat policy)."""
     t0 = time.perf_counter()
     total, method = xla_flops(config, mesh, batch, num_classes, None if probe_only else base)
     devices = math.prod(mesh.shape.values())
-    out = dict(remat_policy=config.model.get("remat_policy", "none"), xla_total=total,
-               xla_per_device=total / devices, xla_method=method,
-               seconds=time.perf_counter() - t0)
-    if is_vit:
-        analytic = analytic_flops(model, batch, config.model.get("remat_policy", "none"))
-        out.update(analytic_total=analytic["total"], analytic_over_xla=analytic["total"] / total,
-                   matmul_params=analytic["matmul_params"],
-                   attention_share=analytic["attention_share"])
-    return out
+    analytic = analytic_flops(model, batch, config.model.remat_policy)
+    return dict(remat_policy=config.model.remat_policy, xla_total=total,
+                xla_per_device=total / devices, xla_method=method,
+                analytic_total=analytic["total"], analytic_over_xla=analytic["total"] / total,
+                matmul_params=analytic["matmul_params"],
+                attention_share=analytic["attention_share"], seconds=time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------- output
@@ -445,6 +465,13 @@ def _size(x: float | None) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.2f}{unit}" if unit == "G" else f"{x / scale:.1f}{unit}"
     return f"{int(x)}B"
+
+
+def _flop(x: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g} "
 
 
 def suggestion_flags(m: dict) -> str:
@@ -489,14 +516,11 @@ def format_plan(r: dict) -> str:
     for key, label in (("flops", "FLOPs/step"), ("suggestion_flops", "FLOPs/step, suggested")):
         f = r.get(key)
         if f:
-            text = (f"{label} (remat {f['remat_policy']}): XLA {f['xla_total'] / 1e12:.3g} T = "
-                    f"{f['xla_per_device'] / 1e12:.3g} T/device x {r['devices']} "
-                    f"[{f['xla_method']}]")
-            if "analytic_total" in f:
-                text += (f"; analytic {f['analytic_total'] / 1e12:.3g} T "
-                         f"({f['analytic_over_xla']:.2f}x XLA; attention "
-                         f"{f['attention_share']:.0%})")
-            lines.append(text)
+            lines.append(
+                f"{label} (remat {f['remat_policy']}): XLA {_flop(f['xla_total'])}FLOP = "
+                f"{_flop(f['xla_per_device'])}FLOP/device x {r['devices']} [{f['xla_method']}]; "
+                f"analytic {_flop(f['analytic_total'])}FLOP ({f['analytic_over_xla']:.2f}x XLA; "
+                f"attention {f['attention_share']:.0%})")
     if budget is None:
         verdict = "no --device_memory given: nothing checked"
     elif r["fits"]:
@@ -514,6 +538,28 @@ def format_plan(r: dict) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
+def cli_config(config: mlc.ConfigDict | None, variant: str | None,
+               image_size: int | None) -> mlc.ConfigDict:
+    """The config the CLI plans: a config file, ``--variant`` on it, or ``--variant`` alone.
+
+    ``--variant`` on a config file swaps the ViT size and patch (width, depth, mlp_dim,
+    num_heads, patch_size are reset to the variant's) and keeps the file's other model options
+    (pool, posemb, dtype...); without a file it starts from ``base_config()`` at 224².
+    """
+    if config is None and variant is None:
+        raise ValueError("give --config=configs/NAME.py, --variant=H/14, or both")
+    if config is None:
+        return variant_config(variant, image_size or 224)
+    config = copy.deepcopy(config)
+    if variant is not None:
+        config.model.variant = variant
+        for key in FROM_VARIANT:
+            config.model[key] = None
+    if image_size is not None:
+        config.model.image_size = image_size
+    return config
+
+
 def _cli() -> None:
     import json
     import os
@@ -523,11 +569,13 @@ def _cli() -> None:
     from ml_collections import config_flags
 
     config_flag = config_flags.DEFINE_config_file(
-        "config", None, "Experiment config file (or use --variant).", lock_config=True)
-    variant = flags.DEFINE_string("variant", None, "ViT variant on base_config(), e.g. H/14.")
-    image_size = flags.DEFINE_integer("image_size", 224, "Image size for --variant.")
-    classes = flags.DEFINE_integer("num_classes", None,
-                                   "Classes (default: the config's onehot(K), else the data).")
+        "config", None, "Experiment config file; --config.x=y overrides work.", lock_config=True)
+    variant = flags.DEFINE_string("variant", None, "ViT variant, e.g. H/14: alone (on "
+                                  "base_config() at 224) or replacing the --config's variant.")
+    image_size = flags.DEFINE_integer("image_size", None, "Image size (default: the config's; "
+                                      "224 with --variant alone).")
+    classes = flags.DEFINE_integer("num_classes", None, "Classes (default: the config's "
+                                   "onehot(K), else its data; 1000 with --variant alone).")
     mesh_flag = flags.DEFINE_string("mesh", None, "e.g. fsdp=8,tensor=1 (default: config.mesh).")
     batch = flags.DEFINE_integer("batch", None, "Global batch (default: config.batch_size).")
     memory = flags.DEFINE_string("device_memory", None, "e.g. 80GiB: check fit, suggest fixes.")
@@ -539,10 +587,8 @@ def _cli() -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         try:
-            if (config_flag.value is None) == (variant.value is None):
-                raise ValueError("give exactly one of --config=FILE or --variant=H/14")
-            config = (config_flag.value if variant.value is None
-                      else variant_config(variant.value, image_size.value))
+            config = cli_config(config_flag.value, variant.value, image_size.value)
+            num_classes = classes.value or (1000 if config_flag.value is None else None)
             mesh_cfg = parse_mesh(mesh_flag.value) if mesh_flag.value else dict(config.mesh)
             if any(v == -1 for v in mesh_cfg.values()):
                 raise ValueError(f"mesh {mesh_cfg} has a -1 axis; give every size, "
@@ -551,9 +597,8 @@ def _cli() -> None:
             jax.config.update("jax_platforms", "cpu")
             jax.config.update("jax_num_cpu_devices", math.prod(mesh_cfg.values()))
             explicit_scan = any(a.startswith("--config.model.scan") for a in sys.argv)
-            result = plan(config, mesh_cfg, batch.value, memory.value,
-                          num_classes=classes.value, auto_scan=auto_scan.value and
-                          not explicit_scan)
+            result = plan(config, mesh_cfg, batch.value, memory.value, num_classes=num_classes,
+                          auto_scan=auto_scan.value and not explicit_scan)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
