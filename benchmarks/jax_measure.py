@@ -37,16 +37,21 @@ def log(msg: str) -> None:
     print(f"[jax_measure] {msg}", file=sys.stderr, flush=True)
 
 
-def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` (which blocks), after ``warmup`` calls."""
+def timed(fn, repeats: int, warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of each of ``repeats`` calls of ``fn`` (which blocks).
+
+    CPU seconds (all threads) are the fairer measure on a shared machine: other jobs stretch
+    the wall time, far less the CPU time a step needs.
+    """
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return times
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def flops_of(compiled) -> float:
@@ -127,21 +132,31 @@ def _compile_train(graphdef, state, batch, *, donate: bool = True):
     return compiled, rng, {"lower_s": t1 - t0, "compile_s": t2 - t1, "total_s": t2 - t0}
 
 
-def job_model(variant: str, batch: int = 32, image_size: int = 224, overrides: dict | None = None,
-              forward: bool = True, train: bool = True, donate: bool = True,
-              repeats: int = 3) -> dict[str, Any]:
+def job_model(variant: str | None = None, batch: int = 32, image_size: int = 224,
+              overrides: dict | None = None, forward: bool = True, train: bool = True,
+              donate: bool = True, repeats: int = 3, config: str | None = None,
+              num_classes: int = 1000, skip_if_default: bool = False) -> dict[str, Any]:
+    """Inference and train step of one model; ``config`` (a file in ``configs/``) takes the
+    model, image size, class count and batch size from that experiment config."""
     import jax
     from flax import nnx
 
     from vit_jax.models import count_params, model_options
 
     overrides = dict(overrides or {})
-    out: dict[str, Any] = {"variant": variant, "batch": batch, "image_size": image_size,
-                           "overrides": overrides, "donate": donate,
-                           "defaults": {k: v for k, v in model_options(variant).items()
+    if config is not None:
+        variant, image_size, cfg_overrides, num_classes, batch = _model_from_config(config)
+        overrides = {**cfg_overrides, **overrides}
+    defaults = model_options(variant)
+    if skip_if_default and overrides and all(defaults.get(k) == v for k, v in overrides.items()):
+        return {"variant": variant, "overrides": overrides, "skipped": "the model's default"}
+    out: dict[str, Any] = {"variant": variant, "config": config, "batch": batch,
+                           "image_size": image_size, "overrides": overrides, "donate": donate,
+                           "defaults": {k: v for k, v in defaults.items()
                                         if isinstance(v, str | bool | int | float)}}
     model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
-                                          overrides=overrides, abstract=False)
+                                          overrides=overrides, abstract=False,
+                                          num_classes=num_classes)
     out["params"] = count_params(model)
     if forward:
         mgraph, mstate = nnx.split(model)
@@ -200,6 +215,21 @@ def _load_config(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
+
+
+def _model_from_config(path: str):
+    """(variant, image_size, other model options, num_classes, batch) of a config file."""
+    from vit_jax import data
+    from vit_jax.config import model_kwargs
+
+    config = _load_config(REPO / path)
+    num_classes = data.dataset_info(config.data).num_classes
+    kwargs = model_kwargs(config, num_classes)
+    variant, image_size = kwargs.pop("variant"), kwargs.pop("image_size")
+    kwargs.pop("num_classes")
+    if not isinstance(image_size, int):
+        raise ValueError(f"{path}: square images only here, got image_size={image_size!r}")
+    return variant, image_size, kwargs, num_classes, config.batch_size
 
 
 def job_quickstart(repeats: int = 3, pipeline_batches: int = 30) -> dict[str, Any]:

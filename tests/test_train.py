@@ -44,11 +44,11 @@ def test_resume_continues_and_finished_run_reports_complete(tmp_path, capsys):
 def test_preempted_run_resumes_bitwise_identical(tmp_path, monkeypatch, capsys):
     cfg = {"model.dropout": 0.1, "model.drop_path": 0.1, "total_steps": 30}
     calls = iter(range(1, 1000))
-    monkeypatch.setattr("vit_jax.train.preemption_requested", lambda: next(calls) == 12)
+    monkeypatch.setattr("vit_jax.train.preemption_requested", lambda step=None: next(calls) == 12)
     train_and_evaluate(tiny_config(**cfg), tmp_path / "split")
     assert "Preempted: saved step 12" in capsys.readouterr().out
     assert Checkpointer(tmp_path / "split").latest_step() == 12
-    monkeypatch.setattr("vit_jax.train.preemption_requested", lambda: False)
+    monkeypatch.setattr("vit_jax.train.preemption_requested", lambda step=None: False)
     train_and_evaluate(tiny_config(**cfg), tmp_path / "split")
     train_and_evaluate(tiny_config(**cfg), tmp_path / "whole")
     assert_same_checkpoint(tmp_path / "split", tmp_path / "whole", 30, tiny_config(**cfg))

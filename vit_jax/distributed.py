@@ -5,7 +5,9 @@ coordinator service in process 0) tells each one its id and the global device li
 the mesh spans all processes' devices and ``train.py`` needs nothing else. Whether to join is
 decided by ``--distributed`` (``auto`` by default):
 
-- explicit settings, from flags or the environment (the flag wins), always join:
+- explicit settings, from flags or the environment (the flag wins), always join (even a
+  1-process job: its collectives then run as in N processes, so its results are bitwise
+  those of an N-process run on the same mesh):
   ``--coordinator_address`` / ``VIT_JAX_COORDINATOR`` (``host:port`` of process 0),
   ``--num_processes`` / ``VIT_JAX_NUM_PROCESSES``, ``--process_id`` / ``VIT_JAX_PROCESS_ID``;
   a missing one is filled in by JAX's cluster detection (SLURM, Open MPI, Cloud TPU) or is an
@@ -18,11 +20,16 @@ decided by ``--distributed`` (``auto`` by default):
   every laptop run;
 - ``off`` never joins (e.g. a one-process debug run inside a multi-task SLURM allocation).
 
-Failure: a process that dies stops sending heartbeats, and after ``heartbeat_timeout`` seconds
-the coordinator makes every other process abort (at once when process 0 itself dies), instead of
-leaving them blocked in a collective forever. A process that fails with a Python exception
-exits via ``exit_now``: the normal exit path would wait in JAX's shutdown barrier for the
-others, which are themselves blocked waiting for it.
+Failure: when a process dies, the others must not wait for it forever in their next
+collective. Often its closed connections fail that collective at once (a Python error, which
+``main`` turns into an immediate exit); otherwise it stops sending heartbeats, and after
+``heartbeat_timeout`` seconds the coordinator aborts every other process (at once when process
+0 itself dies). A process failing with a Python exception exits via ``exit_now``: the normal
+exit path would wait in JAX's shutdown barrier for peers blocked waiting for it.
+
+Preemption: with several processes JAX's preemption service catches SIGTERM; the train loop
+asks ``checkpoints.preemption_requested(step)`` every step, so all processes save the same step
+and exit cleanly.
 """
 
 from __future__ import annotations
@@ -82,8 +89,6 @@ def plan(mode: str = "auto", *, coordinator_address: str | None = None,
                              f"given (flags or {ENV_COORDINATOR}/{ENV_NUM_PROCESSES}/"
                              f"{ENV_PROCESS_ID}); drop one or the other")
         return Plan(False, reason="--distributed=off")
-    if count == 1:
-        return Plan(False, reason="num_processes=1: nothing to coordinate")
     if explicit:
         return Plan(True, address, count, pid, reason="explicit settings")
     if mode == "on":

@@ -7,13 +7,16 @@ Each process is ``python -m vit_jax.main --config=CONFIG --workdir=WORKDIR [extr
 ``$JAX_NUM_CPU_DEVICES`` or 4) and the coordinator settings of ``vit_jax/distributed.py``
 (process 0 serves on a free localhost port). Lines are prefixed with ``[i]``. The launcher exits
 with the first non-zero exit code and kills the other processes at once (they would otherwise
-abort only after the heartbeat timeout); Ctrl-C kills all of them. A multi-host test rig, not a
-cluster scheduler: on real clusters srun / gcloud start the processes (see the README).
+abort only after the heartbeat timeout); Ctrl-C or SIGTERM kills all of them. With N=1 the one
+process still joins the distributed runtime, so it computes bitwise what N processes compute on
+the same mesh. A multi-host test rig, not a cluster scheduler: on real clusters srun / gcloud
+start the processes (see the README).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -60,10 +63,8 @@ def _kill(procs: list[subprocess.Popen]) -> None:
     multi-process job JAX's preemption service catches SIGTERM and the process keeps going."""
     for p in procs:
         if p.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def launch(num_processes: int, argv: list[str], *, devices_per_process: int = 4,
@@ -87,9 +88,9 @@ def launch(num_processes: int, argv: list[str], *, devices_per_process: int = 4,
             t = threading.Thread(target=_forward, args=(p.stdout, f"[{i}] ", out), daemon=True)
             t.start()
             threads.append(t)
-        code = _wait(procs)
+        first, code = _wait(procs)
     except KeyboardInterrupt:
-        code = 130
+        first, code = None, 130
     finally:
         _kill(procs)
         for p in procs:
@@ -97,21 +98,25 @@ def launch(num_processes: int, argv: list[str], *, devices_per_process: int = 4,
         for t in threads:
             t.join(timeout=5)
     if code:
-        failed = [i for i, p in enumerate(procs) if p.returncode not in (0, None)]
-        out.write(f"launch_local: job failed with exit code {code} (processes with a non-zero "
-                  f"exit: {failed})\n")
+        who = "interrupted" if first is None else f"process {first} failed"
+        out.write(f"launch_local: {who}, exit code {code}; the other processes were killed\n")
     return code
 
 
-def _wait(procs: list[subprocess.Popen]) -> int:
+def _wait(procs: list[subprocess.Popen]) -> tuple[int | None, int]:
+    """(index, exit code) of the first process to fail, or (None, 0) when all succeed."""
     while True:
         codes = [p.poll() for p in procs]
-        bad = [c for c in codes if c not in (None, 0)]
-        if bad:
-            return bad[0]
+        for i, c in enumerate(codes):
+            if c not in (None, 0):  # killed by signal N -> 128 + N, as a shell reports it
+                return i, c if c > 0 else 128 - c
         if all(c == 0 for c in codes):
-            return 0
+            return None, 0
         time.sleep(0.2)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(args: list[str] | None = None) -> int:
@@ -129,6 +134,7 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None,
                         help="coordinator port on 127.0.0.1 (default: a free one)")
     known, extra = parser.parse_known_args(args)
+    signal.signal(signal.SIGTERM, _interrupt)  # e.g. a CI timeout: take the processes along
     argv = [f"--config={known.config}", f"--workdir={known.workdir}", *extra]
     return launch(known.num_processes, argv, devices_per_process=known.devices_per_process,
                   port=known.port)

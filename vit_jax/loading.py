@@ -110,8 +110,8 @@ def read_checkpoint(path: str | Path, *, step: int | None = None, **hints) -> So
             config, params = convert.read_converted(path)
             return Source(f"{path} (vit_jax)", config, params)
         config, params = convert.import_checkpoint(path, **hints)
-        return Source(f"{path} ({convert.detect_format(*convert.read_file(path))})", config,
-                      params)
+        family = "timm" if path.suffix == ".safetensors" else "google"
+        return Source(f"{path} ({family})", config, params)
     if hints:
         raise ValueError(f"{sorted(hints)} help read Google/timm files; {path} is a workdir")
     return _read_workdir(path, step)
@@ -157,6 +157,20 @@ def checkpoint_location(path: str | Path, step: int | None = None) -> tuple[Path
     return directory, step
 
 
+def load_config(path: str | Path, step: int | None = None) -> mlc.ConfigDict:
+    """The config a workdir's checkpoint was saved with (e.g. its data and pp strings)."""
+    saved = _restore(*checkpoint_location(path, step), config=ocp.args.JsonRestore())
+    return mlc.ConfigDict(saved["config"] or {})
+
+
+def _restore(directory: Path, step: int, **items: ocp.args.CheckpointArgs) -> dict[str, Any]:
+    """Restores only the named items of a step: never the optimizer state."""
+    handlers = {"model": ocp.StandardCheckpointHandler, "config": ocp.JsonCheckpointHandler}
+    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers={k: handlers[k]() for k in items}) as manager:
+        return manager.restore(step, args=ocp.args.Composite(**items))
+
+
 def _read_workdir(path: Path, step: int | None) -> Source:
     directory, step = checkpoint_location(path, step)
     # The restore target comes from the saved array metadata, placed on one local device, so a
@@ -165,13 +179,8 @@ def _read_workdir(path: Path, step: int | None) -> Source:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                           getattr(meta, "tree", meta))
-    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    registry.add("model", ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
-    registry.add("config", ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
-    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
-                               handler_registry=registry) as manager:
-        out = manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
+    out = _restore(directory, step, model=ocp.args.StandardRestore(target),
+                   config=ocp.args.JsonRestore())
     saved = out["config"] or {}
     if "model" not in saved:
         raise ValueError(f"{directory / str(step)} has no model config (saved by an old "
@@ -197,7 +206,7 @@ def _build(source: Source, overrides: Mapping[str, Any]) -> nnx.Module:
     except ValueError as e:
         given = f" with overrides {dict(overrides)}" if overrides else ""
         raise ValueError(f"{source.description} does not fit the model{given}: {e}") from None
-    _replace_params(model, lambda x: jnp.asarray(x))  # numpy -> device arrays
+    _replace_params(model, jnp.asarray)  # numpy -> device arrays
     return model
 
 

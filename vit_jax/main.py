@@ -54,7 +54,8 @@ def main(argv: list[str]) -> None:
             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
             heartbeat_timeout=_HEARTBEAT.value)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     from vit_jax.train import train_and_evaluate
 
     try:

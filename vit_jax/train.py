@@ -133,7 +133,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
             _update_best(results, step, eval_metrics, config.checkpoint.best_metric)
             _save_results(results, workdir)
 
-        preempted = preemption_requested()
+        preempted = preemption_requested(step)  # multi-process: JAX agrees on the step
         if step % config.checkpoint_every_steps == 0 or step == total_steps or preempted:
             _check_finite(*pending, last_saved, ckpt)  # never save after a bad step
             nnx.update((model, optimizer), state)

@@ -3,16 +3,16 @@
   python -m vit_jax.sweep --config=configs/sweeps/patch_size.py --workdir=runs/sweeps/patch_size
 
 The argument is the image size: `16` (default; the embedded shapes rendered at 16x16, so
-1, 4, 16, 64 and 256 patch tokens, about 40 minutes on 2 CPU cores), `32` (4 ... 1,024 tokens;
-patch 1 uses the O(N)-memory `chunked` attention; many hours on CPU) or `smoke` (patches 8 and
-2 at 16x16, 20 steps: a minute or two). Everything but the patch size is fixed: a small ViT
-(width 96, depth 4, 3 heads), the same data, steps and optimizer. With the image size fixed, a
-smaller patch means more tokens and more compute per image (FLOPs and throughput columns) and,
-per seed 003, better accuracy.
+1, 4, 16, 64 and 256 patch tokens), `32` (4 ... 1,024 tokens; patch 1 uses the O(N)-memory
+`chunked` attention; many hours on CPU) or `smoke` (patches 8 and 2 at 16x16, 20 steps).
+Everything but the patch size is fixed: a small ViT (width 96, depth 4, 3 heads), the data, the
+steps and the optimizer. With the image size fixed, a smaller patch means more tokens and more
+compute per image and, per seed 003, better accuracy.
 """
 
 from vit_jax.config import base_config, model_config
 from vit_jax.models.attention import AUTO_CHUNK_MIN_TOKENS
+from vit_jax.sweep import sweep_config
 
 PATCHES = (16, 8, 4, 2, 1)
 
@@ -35,32 +35,21 @@ def get_config(arg: str | None = None):
                    warmup_steps=50, grad_clip_norm=1.0)
     c.eval_every_steps = c.checkpoint_every_steps = 250
     c.log_every_steps = 50
-    c.eval_batch_size = 500
+    c.eval_batch_size = 400
     patches = PATCHES
     if arg == "smoke":
         patches = (8, 2)
         c.total_steps, c.optim.warmup_steps = 20, 5
         c.eval_every_steps = c.checkpoint_every_steps = c.log_every_steps = 10
 
-    sweep = {"name": f"patch_size_{arg}", "base": c, "x_key": "model.patch_size",
-             "x_label": f"patch size (image {size}x{size})", "log_x": True}
-    sweep["points"] = []
+    points = []
     for p in patches:
         point = {"model.patch_size": p}
-        if (size // p) ** 2 >= AUTO_CHUNK_MIN_TOKENS:  # pixel tokens: N x N would not fit well
+        if (size // p) ** 2 >= AUTO_CHUNK_MIN_TOKENS:  # pixel tokens: N x N scores are too big
             point["model.attention"] = "chunked"
-        sweep["points"].append(point)
-    sweep["description"] = (
-        f"ViT width 96, depth 4, 3 heads on shapes {size}x{size} (10,000 train / 2,000 test, "
-        f"6 classes), {c.total_steps} steps of batch {c.batch_size}, AdamW lr 1e-3 cosine; "
-        "only the patch size changes. Tokens include the class token.")
-    return sweep_config(sweep)
-
-
-def sweep_config(d: dict):
-    import ml_collections as mlc
-
-    base = d.pop("base")
-    c = mlc.ConfigDict(d)
-    c.base = base
-    return c
+        points.append(point)
+    return sweep_config(
+        f"patch_size_{arg}", c, points, x_key="model.patch_size", log_x=True,
+        x_label=f"patch size (image {size}x{size})",
+        description=(f"Seed 003 at {size}x{size}: only the patch size changes, so smaller patches "
+                     "mean more tokens (class token included) and more compute per image."))

@@ -15,6 +15,67 @@ import importlib.util
 from pathlib import Path
 
 import ml_collections as mlc
+from ml_collections.config_dict import placeholder
+
+# What each row of a sweep's table shows and which plots it draws, by default.
+DEFAULT_TABLE = ("name", "params", "tokens", "gflops", "train_img_s", "eval_img_s",
+                 "peak_memory_mib", "wall_seconds", "best_accuracy", "final_accuracy",
+                 "final_loss", "train_accuracy", "status")
+DEFAULT_PLOTS = ("accuracy_vs_x", "accuracy_vs_tokens", "accuracy_vs_gflops",
+                 "throughput_vs_tokens")
+
+
+def sweep_config(name: str, base: mlc.ConfigDict, points: list[dict], *,
+                 bases: dict | None = None, **options) -> mlc.ConfigDict:
+    """A grid sweep: every key a sweep reads, with its default (so ``--config.x=y`` can set it).
+
+    ``points`` are flat deltas over ``base`` (``{"model.patch_size": 8}``); a point may also
+    hold ``name`` (its row and workdir name) and ``base`` (a key of ``bases``, for points that
+    start from different experiment configs).
+    """
+    c = mlc.ConfigDict()
+    c.name = name
+    c.kind = "grid"
+    c.description = ""
+    c.base = base
+    c.bases = mlc.ConfigDict()
+    for key, value in (bases or {}).items():
+        c.bases[key] = value
+    c.points = [dict(p) for p in points]
+    c.x_key = "name"  # accuracy is plotted against this delta key (or record column)
+    c.x_label = placeholder(str)
+    c.log_x = False
+    c.plots = list(DEFAULT_PLOTS)
+    c.table_columns = list(DEFAULT_TABLE)
+    c.eval_train = False  # also evaluate the final model on the training examples
+    c.measure = mlc.ConfigDict(dict(throughput_steps=5))  # 0: skip the timed steps
+    _set_options(c, options)
+    return c
+
+
+def resolution_sweep_config(name: str, base: mlc.ConfigDict, **options) -> mlc.ConfigDict:
+    """The resolution sweep (``vit_jax.sweep.resolution``): one checkpoint, many resolutions."""
+    from vit_jax.models.resample import METHODS
+
+    c = sweep_config(name, base, [])
+    c.kind = "resolution"
+    c.init_from = placeholder(str)  # a workdir or checkpoint; None: train ``base`` first
+    c.resolutions = [base.model.image_size]
+    c.methods = list(METHODS)
+    c.pp_train = "decode|resize({res})|flip_lr|value_range(-1,1)|onehot(6)"
+    c.pp_eval = "decode|resize({res})|value_range(-1,1)|onehot(6)"
+    c.finetune = mlc.ConfigDict()  # nested delta over ``base`` for the fine-tune runs
+    c.finetune_steps = 50
+    _set_options(c, options)
+    return c
+
+
+def _set_options(c: mlc.ConfigDict, options: dict) -> None:
+    unknown = sorted(set(options) - set(c.keys()))
+    if unknown:
+        raise ValueError(f"unknown sweep options {unknown}; valid: {sorted(c.keys())}")
+    for key, value in options.items():
+        c[key] = value
 
 
 def load_config(path: str | Path, arg: str | None = None) -> mlc.ConfigDict:
@@ -48,4 +109,5 @@ def __getattr__(name: str):  # the runner imports jax and the trainer: only when
     raise AttributeError(f"module 'vit_jax.sweep' has no attribute {name!r}")
 
 
-__all__ = ["expand_points", "flatten", "load_config", "point_name", "run_sweep"]
+__all__ = ["DEFAULT_PLOTS", "DEFAULT_TABLE", "expand_points", "flatten", "load_config",
+           "point_name", "resolution_sweep_config", "run_sweep", "sweep_config"]

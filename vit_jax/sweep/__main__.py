@@ -37,7 +37,8 @@ def dry_run(sweep) -> None:
             status = "ok"
         except Exception as e:  # noqa: BLE001 -- listing, not running
             status = f"INVALID: {e}"
-        print(f"{p.index:3d}/{len(points)} {p.name}: {p.delta} {status}")
+        base = f" (base {p.base})" if p.base else ""
+        print(f"{p.index:3d}/{len(points)} {p.name}{base}: {p.delta} {status}")
 
 
 def main(argv: list[str]) -> None:

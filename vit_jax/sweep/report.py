@@ -10,6 +10,8 @@ from pathlib import Path
 
 import ml_collections as mlc
 
+from vit_jax.sweep import DEFAULT_PLOTS, DEFAULT_TABLE
+
 # (record key, markdown header, formatter); the CSV holds every key, the table these.
 Column = tuple[str, str, Callable[[object], str]]
 
@@ -49,16 +51,11 @@ COLUMNS: dict[str, Column] = {c[0]: c for c in [
     ("train_loss", "final train loss", _num("{:.4f}")),
     ("status", "status", str),
 ]}
-DEFAULT_TABLE = ("name", "params", "tokens", "gflops", "train_img_s", "eval_img_s",
-                 "peak_memory_mib", "wall_seconds", "best_accuracy", "final_accuracy",
-                 "final_loss", "train_accuracy", "status")
 CSV_FIRST = ("index", "name", "status", "params", "tokens", "gflops", "peak_memory_mib",
              "train_img_s", "train_img_s_run", "eval_img_s", "wall_seconds", "train_seconds",
              "final_step", "final_accuracy", "final_loss", "best_step", "best_accuracy",
              "best_loss", "train_accuracy", "train_loss", "error")
 NOT_IN_CSV = ("delta", "config", "traceback")
-DEFAULT_PLOTS = ("accuracy_vs_x", "accuracy_vs_tokens", "accuracy_vs_gflops",
-                 "throughput_vs_tokens")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -126,26 +123,61 @@ def markdown(records, sweep, columns, plots: Sequence[str], total: int | None) -
     parts = [f"# Sweep `{sweep.name}`", ""]
     if sweep.get("description"):
         parts += [sweep.description.strip(), ""]
+    parts += base_summaries(sweep) + [""]
     if total is not None and len(records) < total:
         parts += [f"*In progress: {len(records)} of {total} points so far.*", ""]
+    shown = [c for c in columns if any(r.get(c) is not None for r in records)]
+    notes = " ".join(NOTES[c] for c in shown if c in NOTES)
     parts += [markdown_table(records, columns), "",
-              f"{done} of {len(records)} points finished. " + COLUMN_NOTES, ""]
+              f"{done} of {len(records)} points finished. {notes}".strip(), ""]
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
         parts += ["## Failed points", ""]
-        parts += [f"- `{r['name']}`: {r.get('error', '')}" for r in failed]
+        parts += [f"- `{r['name']}`: {' '.join(str(r.get('error', '')).split())}"
+                  for r in failed]
         parts.append("")
     parts += [f"![{p}]({p})" for p in plots]
     return "\n".join(parts) + "\n"
 
 
-COLUMN_NOTES = (
-    "GFLOPs: XLA cost analysis of the forward pass on one image. Peak MiB: XLA memory "
-    "analysis of one train step at the config's batch size on one device. Train/eval img/s: "
-    "steady-state jitted steps on random data (compile and input pipeline excluded); "
-    "'(run)' = steps x batch / the run's train seconds (includes compile, evals, checkpoints). "
-    "Wall: the whole point (measurements, training, evals). Final train acc: the final model "
-    "evaluated (eval preprocessing) on the training examples.")
+def describe_config(c: mlc.ConfigDict) -> str:
+    """One line with what a reader needs to reproduce a point: model, data, schedule."""
+    m = c.model
+    model = m.variant
+    if m.get("width"):
+        model += (f" (width {m.width}, depth {m.depth}, {m.num_heads} heads, MLP {m.mlp_dim}, "
+                  f"patch {m.patch_size or m.variant.partition('/')[2]}, posemb {m.posemb})")
+    data = c.data.name
+    if data == "shapes":
+        sh = c.data.shapes
+        data += f" {sh.image_size}px ({sh.num_train:,} train / {sh.num_test:,} test)"
+    if c.data.get("train_subset"):
+        data += f", first {c.data.train_subset:,} training images"
+    o = c.optim
+    return (f"{model}; data {data}; {c.total_steps} steps of batch {c.batch_size}; "
+            f"{o.name} lr {o.lr:g}, wd {o.weight_decay:g}, {o.schedule}, "
+            f"warmup {o.warmup_steps}; seed {c.seed}.")
+
+
+def base_summaries(sweep: mlc.ConfigDict) -> list[str]:
+    bases = dict(sweep.get("bases") or {})
+    if not bases:
+        return [f"Base config: {describe_config(sweep.base)} Each point changes its delta."]
+    return ["Base configs:", ""] + [f"- `{k}`: {describe_config(v)}" for k, v in bases.items()]
+
+
+NOTES = {
+    "gflops": "GFLOPs: XLA cost analysis of the forward pass on one image.",
+    "peak_memory_mib": "Peak MiB: XLA memory analysis of one train step at the config's batch "
+                       "size on one device.",
+    "train_img_s": "Train/eval img/s: steady-state jitted steps on random data (compile and "
+                   "input pipeline excluded), measured while other jobs may share the CPU.",
+    "train_img_s_run": "'(run)' = steps x batch / the run's train seconds (includes compile, "
+                       "evals, checkpoints).",
+    "wall_seconds": "Wall: the whole point (measurements, training, evals).",
+    "train_accuracy": "Final train acc: the final model evaluated (eval preprocessing) on the "
+                      "training examples.",
+}
 
 
 # ----------------------------------------------------------------------------- plots
@@ -206,8 +238,11 @@ def plot_xy(records, path: Path, *, x_key: str, x_label: str, log_x: bool,
                             xytext=(3, 3), textcoords="offset points")
         if log_x:
             ax.set_xscale("log", base=2 if x_key.endswith("patch_size") else 10)
+            ticks = sorted(set(xs))
+            if len(ticks) <= 8:  # label the points' own values, not powers of ten
+                ax.set_xticks(ticks, [f"{x:.3g}" for x in ticks])
+                ax.set_xticks([], minor=True)
             if x_key.endswith("patch_size"):
-                ax.set_xticks(sorted(set(xs)), [str(x) for x in sorted(set(xs))])
                 ax.invert_xaxis()  # smaller patches (more tokens) to the right
     else:
         width = 0.8 / len(series)

@@ -22,7 +22,7 @@ import jax
 import ml_collections as mlc
 
 from vit_jax.config import validate
-from vit_jax.sweep import evals, flatten, report
+from vit_jax.sweep import DEFAULT_TABLE, evals, flatten, report
 from vit_jax.sweep.runner import (
     Point,
     Preempted,
@@ -68,6 +68,8 @@ def run_resolution_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, ini
            "status": "running", "workdir": str(workdir), "resolution": res, "method": method}
     t0 = time.time()
     try:
+        if point.config_error:
+            raise ValueError(point.config_error)
         config = point.config
         info = validate(config)
         model = load_model(init_from, image_size=res, posemb_resample=method)
@@ -91,7 +93,8 @@ def run_resolution_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, ini
         rec.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000],
                    traceback="".join(traceback.format_exc().splitlines(True)[-12:]))
     rec["wall_seconds"] = time.time() - t0
-    rec["config"] = config_fingerprint(point.config)
+    if point.config is not None:
+        rec["config"] = config_fingerprint(point.config)
     return rec
 
 
@@ -108,7 +111,7 @@ def run_resolution_sweep(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
         records.append(rec)
         write_reports(records, sweep, workdir, total)
 
-    init_from = sweep.init_from
+    init_from = str(Path(sweep.init_from).expanduser().absolute()) if sweep.init_from else None
     if not init_from:  # train the checkpoint first: an ordinary sweep point
         index += 1
         base = Point(index, "base", {}, None, copy.deepcopy(sweep.base))
@@ -130,8 +133,12 @@ def run_resolution_sweep(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
             index += 1
             name = f"res={res},method={method}"
             delta = {"model.image_size": res, "model.posemb_resample": method}
-            point = Point(index, name, delta, None,
-                          finetune_config(sweep, res, method, init_from))
+            try:
+                point = Point(index, name, delta, None,
+                              finetune_config(sweep, res, method, init_from))
+            except (KeyError, AttributeError, TypeError, ValueError) as e:
+                point = Point(index, name, delta, None, None,
+                              f"{type(e).__name__}: bad finetune delta: {e}")
             pdir = workdir / "points" / name
             rec = load_record(point, pdir)
             reloaded = rec is not None
@@ -206,13 +213,14 @@ def write_reports(records: list[dict], sweep: mlc.ConfigDict, workdir: Path, tot
     base = [r for r in records if r["name"] == "base"]
     if base:
         parts += ["Base run (the checkpoint):", "",
-                  report.markdown_table(base, report.DEFAULT_TABLE), ""]
+                  report.markdown_table(base, DEFAULT_TABLE), ""]
     parts += [f"Checkpoint: `{sweep.init_from or 'points/base'}`, trained at {base_res}px. "
               f"Eval accuracy at each resolution; 'FT' = after {sweep.finetune_steps} "
               "fine-tuning steps at that resolution.", "", pivot_table(records, methods), ""]
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
-        parts += ["## Failed points", ""] + [f"- `{r['name']}`: {r.get('error')}" for r in failed]
+        parts += ["## Failed points", ""] + [
+            f"- `{r['name']}`: {' '.join(str(r.get('error')).split())}" for r in failed]
         parts.append("")
     if plotted:
         parts.append("![accuracy_vs_resolution.png](accuracy_vs_resolution.png)")

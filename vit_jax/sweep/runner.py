@@ -89,6 +89,7 @@ def expand_points(sweep: mlc.ConfigDict) -> list[Point]:
                 raise KeyError(f"point base {base_name!r} is not in the sweep's bases "
                                f"{sorted(bases)}")
             config = copy.deepcopy(bases[base_name] if base_name is not None else sweep.base)
+            config.lock()  # a mistyped key in a delta is an error, not a new option
             config.update_from_flattened_dict(delta)
         except (KeyError, AttributeError, TypeError, ValueError) as e:
             config, error = None, f"{type(e).__name__}: bad point delta {delta}: {e}"
@@ -212,7 +213,7 @@ class Progress:
 def run_sweep(sweep: mlc.ConfigDict, workdir: str | Path) -> list[dict]:
     """Runs (or resumes) every point of ``sweep`` in ``workdir``; returns the point records and
     writes ``results.{json,csv,md}`` and the plots after every point."""
-    workdir = Path(workdir)
+    workdir = Path(workdir).absolute()  # Orbax refuses relative checkpoint paths
     workdir.mkdir(parents=True, exist_ok=True)
     if sweep.get("kind", "grid") == "resolution":
         from vit_jax.sweep.resolution import run_resolution_sweep

@@ -1,0 +1,479 @@
+"""Throughput, MFU, compile time and memory of vit_jax on this machine, next to timm.
+
+  python -m benchmarks.throughput [--variants Ti/16,S/16,B/16] [--batch 32] [--repeats 3]
+      [--peers] [--sections models,memory,compile,quickstart,flags,levers] [--out PATH]
+
+Quick look (~3 min): ``--variants Ti/16 --repeats 2 --sections models,flags``.
+
+Writes a markdown report (default ``benchmarks/RESULTS.md``) and prints it. Every measurement
+runs in a subprocess (``benchmarks/jax_measure.py``; timm in ``benchmarks/timm_peers.py``), one
+per set of XLA flags, because ``XLA_FLAGS`` is read once, when JAX's backend starts. The main
+process only orchestrates, so numbers in one table share a process and its flags; ratios
+between processes (flags on/off, vit_jax/timm) come from the same run, minutes apart.
+
+Timing: each step is run once to warm up, then ``--repeats`` times; tables show medians.
+MFU = XLA ``cost_analysis()`` FLOPs of the step / step time, over the median GFLOP/s of a
+4096³ f32 ``jnp.dot`` measured in the same process. Memory is XLA's ``memory_analysis()`` of
+the compiled train step (peak = arguments + outputs - donated aliases + temporaries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TIMM_NAMES = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224",
+              "B/16": "vit_base_patch16_224"}
+SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "levers")
+QUICKSTART = "configs/quickstart.py"
+PEERS_ENV = "VIT_JAX_PEERS_PYTHON"
+# XLA flag sets compared, each in its own process. None = the environment as is, i.e. with
+# whatever vit_jax.runtime adds on CPU; a string = opt out of those and give exactly these.
+# The first four run by default (``--flag-sets``); "all" adds the other candidates tried.
+YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+ONEDNN = "--xla_cpu_use_onednn=true"
+FLAG_SETS: dict[str, str | None] = {
+    "vit_jax default": None,
+    "XLA default (opt-out)": "",
+    "YNN fusions off + oneDNN": f"{YNN_OFF} {ONEDNN}",
+    "oneDNN only": ONEDNN,
+    "YNN fusions off only": YNN_OFF,
+    "YNN dot fusions only": "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "YNN +eltwise": "--xla_cpu_experimental_ynn_fusion_type=+eltwise",
+    "oneDNN dot fusions": "--xla_cpu_experimental_onednn_fusion_type=dot",
+    "XNN dot fusions": "--xla_cpu_experimental_xnn_fusion_type=dot",
+}
+DEFAULT_FLAG_SETS = tuple(FLAG_SETS)[:4]
+# Levers: model options (and donation) changed one at a time from the model's defaults.
+LEVERS: tuple[tuple[str, dict, bool], ...] = (
+    # (name, overrides, also time inference)
+    ("patch_embed_method=conv", {"patch_embed_method": "conv"}, True),
+    ("patch_embed_method=patchify", {"patch_embed_method": "patchify"}, True),
+    ("attention=standard", {"attention": "standard"}, True),
+    ("attention=xla", {"attention": "xla"}, True),
+    ("attention=chunked", {"attention": "chunked"}, True),
+    ("scan=False", {"scan": False}, True),
+    ("scan=True", {"scan": True}, True),
+    ("remat_policy=none", {"remat_policy": "none"}, False),
+    ("remat_policy=dots", {"remat_policy": "dots"}, False),
+    ("remat_policy=full", {"remat_policy": "full"}, False),
+    ("no donation", {}, False),
+)
+TARGETS = {"timm_ratio": 1.3, "mfu": 0.70, "b16_compile_s": 15.0, "h14_over_b16": 1.3,
+           "pipeline_ratio": 5.0}
+
+
+def log(msg: str) -> None:
+    print(f"[throughput] {msg}", file=sys.stderr, flush=True)
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+# ----------------------------------------------------------------------------- subprocesses
+
+
+def run_jax(jobs: list[dict], xla_flags: str | None = None) -> dict:
+    """Runs ``jobs`` in a fresh JAX process; ``xla_flags`` not None replaces the defaults."""
+    env = dict(os.environ)
+    if xla_flags is not None:
+        env["VIT_JAX_CPU_FLAGS"] = "0"
+        env["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), xla_flags]).strip()
+    cmd = [sys.executable, "-m", "benchmarks.jax_measure", json.dumps({"jobs": jobs})]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"benchmark worker failed (exit {proc.returncode}); see stderr above")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peers_python() -> str | None:
+    """An interpreter with torch + timm: $VIT_JAX_PEERS_PYTHON, .venv-peers, or this one."""
+    candidates = [os.environ.get(PEERS_ENV), str(REPO / ".venv-peers" / "bin" / "python")]
+    for exe in filter(None, candidates):
+        if Path(exe).exists():
+            return exe
+    if importlib.util.find_spec("timm") and importlib.util.find_spec("torch"):
+        return sys.executable
+    return None
+
+
+def run_peers(variants: list[str], batch: int, repeats: int, image_size: int = 224) -> dict:
+    exe = peers_python()
+    names = [TIMM_NAMES[v] for v in variants if v in TIMM_NAMES]
+    if exe is None:
+        return {"error": "torch + timm not found: `make bench-peers` installs them into "
+                         f".venv-peers (or set ${PEERS_ENV})"}
+    if not names:
+        return {"error": f"no timm peer for {variants}; peers exist for {list(TIMM_NAMES)}"}
+    spec = {"models": names, "batch": batch, "repeats": repeats, "threads": 2,
+            "image_size": image_size}
+    proc = subprocess.run([exe, str(REPO / "benchmarks" / "timm_peers.py"), json.dumps(spec)],
+                          stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {"error": f"timm_peers.py failed (exit {proc.returncode}) under {exe}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def collect(args: argparse.Namespace) -> dict:
+    variants, batch, reps, size = args.variants, args.batch, args.repeats, args.image_size
+    sections = set(args.sections)
+    out: dict = {"args": vars(args), "load_before": os.getloadavg(), "started": time.time()}
+
+    main_jobs: list[dict] = [{"kind": "peak", "repeats": 5}]
+    if "models" in sections:
+        main_jobs += [{"kind": "model", "label": f"model {v}", "variant": v, "batch": batch,
+                       "image_size": size, "repeats": reps} for v in variants]
+        main_jobs.append({"kind": "model", "label": "model quickstart", "config": QUICKSTART,
+                          "repeats": max(reps, 5)})
+    if "memory" in sections:
+        main_jobs += [{"kind": "memory", "label": f"memory {v}", "variant": v, "batch": batch,
+                       "image_size": size, "policies": ["none", "dots", "full"]} for v in variants]
+    if "compile" in sections:
+        main_jobs += [
+            {"kind": "compile", "label": "compile B/16 scan", "variant": "B/16", "batch": batch,
+             "overrides": {"scan": True}},
+            {"kind": "compile", "label": "compile H/14 scan", "variant": "H/14", "batch": 2,
+             "overrides": {"scan": True}},
+        ]
+    if "quickstart" in sections:
+        main_jobs.append({"kind": "quickstart", "repeats": max(reps, 5)})
+    log(f"main process: {len(main_jobs)} jobs")
+    out["main"] = run_jax(main_jobs)
+
+    if "flags" in sections:
+        jobs = [{"kind": "peak", "repeats": 5},
+                {"kind": "model", "variant": args.flags_variant, "batch": batch, "repeats": reps,
+                 "image_size": size}]
+        out["flags"] = {}
+        from vit_jax.runtime import configure_runtime  # no jax import: only reads the env
+
+        runtime_adds = configure_runtime(dict(os.environ))
+        for name in args.flag_sets:
+            flags = FLAG_SETS[name]
+            if flags is None and not runtime_adds:
+                continue  # vit_jax adds no flags here: the same as "XLA default (opt-out)"
+            log(f"flag set {name!r}")
+            out["flags"][name] = run_jax(jobs, flags)
+
+    if "levers" in sections:
+        jobs = [{"kind": "peak", "repeats": 5},
+                {"kind": "model", "label": "baseline", "variant": args.lever_variant,
+                 "batch": batch, "repeats": reps, "image_size": size}]
+        for name, overrides, forward in LEVERS:
+            jobs.append({"kind": "model", "label": name, "variant": args.lever_variant,
+                         "batch": batch, "repeats": reps, "overrides": overrides,
+                         "image_size": size,
+                         "forward": forward, "donate": name != "no donation",
+                         "skip_if_default": True})
+        jobs.append({**jobs[1], "label": "baseline again"})  # drift over the run
+        log(f"levers on {args.lever_variant}: {len(jobs)} jobs")
+        out["levers"] = run_jax(jobs)
+
+    if args.peers:
+        log("timm peers")
+        out["peers"] = run_peers(variants, batch, reps, size)
+    out["load_after"] = os.getloadavg()
+    out["minutes"] = (time.time() - out["started"]) / 60
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _by_label(proc: dict) -> dict[str, dict]:
+    return {r["label"]: r for r in proc.get("results", [])}
+
+
+def _fmt(x, spec: str = ".1f", missing: str = "—") -> str:
+    return missing if x is None else format(x, spec)
+
+
+def _mib(n: int | None) -> str:
+    return "—" if n is None else f"{n / 2**20:,.0f}"
+
+
+def _get(d: dict | None, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def model_rows(run: dict) -> tuple[list[str], dict]:
+    main = _by_label(run["main"])
+    peak = _get(main, "peak", "gflops")
+    peers = {r["model"]: r for r in _get(run, "peers", "results") or [] if "error" not in r}
+    lines = ["| model | image | batch | params (M) | inference img/s | train img/s | "
+             "train compile s | train GFLOP/img | train GFLOP/s | MFU | timm inference img/s | "
+             "timm train img/s | inference ×timm | train ×timm |",
+             "|" + "---|" * 14]
+    summary = {}
+    labels = [f"model {v}" for v in run["args"]["variants"]] + ["model quickstart"]
+    for label in labels:
+        r = main.get(label)
+        if r is None:
+            continue
+        if "error" in r:
+            lines.append(f"| {label[6:]} | error: {r['error'][:80]} |" + " |" * 12)
+            continue
+        name = r["variant"] if label != "model quickstart" else f"quickstart ({r['variant']})"
+        fwd, tr = r.get("forward", {}), r.get("train", {})
+        gflops = tr["flops"] / tr["step_s"] / 1e9 if tr else None
+        mfu = gflops / peak if gflops and peak else None
+        peer = peers.get(TIMM_NAMES.get(r["variant"], ""), {}) if label != "model quickstart" \
+            else {}
+        p_fwd, p_tr = _get(peer, "forward", "img_s"), _get(peer, "train", "img_s")
+        r_fwd = fwd.get("img_s") / p_fwd if p_fwd and fwd else None
+        r_tr = tr.get("img_s") / p_tr if p_tr and tr else None
+        summary[r["variant"] if label != "model quickstart" else "quickstart"] = dict(
+            fwd=fwd.get("img_s"), train=tr.get("img_s"), mfu=mfu, ratio_fwd=r_fwd,
+            ratio_train=r_tr, compile=tr.get("total_s"))
+        lines.append(
+            f"| {name} | {r['image_size']}² | {r['batch']} | {r['params'] / 1e6:.1f} | "
+            f"{_fmt(fwd.get('img_s'))} | {_fmt(tr.get('img_s'), '.2f')} | "
+            f"{_fmt(tr.get('total_s'))} | {_fmt(tr['flops'] / r['batch'] / 1e9, '.2f')} | "
+            f"{_fmt(gflops, '.0f')} | {_fmt(mfu and 100 * mfu, '.0f')}% | {_fmt(p_fwd)} | "
+            f"{_fmt(p_tr, '.2f')} | {_fmt(r_fwd, '.2f')} | {_fmt(r_tr, '.2f')} |")
+    return lines, summary
+
+
+def memory_rows(run: dict) -> list[str]:
+    main = _by_label(run["main"])
+    lines = ["| model | batch | remat none: temp / peak MiB | dots: temp / peak | "
+             "full: temp / peak |", "|---|---|---|---|---|"]
+    for v in run["args"]["variants"]:
+        r = main.get(f"memory {v}")
+        if not r or "error" in r:
+            continue
+        cells = [f"{_mib(p['temp'])} / {_mib(p['peak'])}" for p in r["policies"].values()]
+        lines.append(f"| {v} | {r['batch']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def compile_rows(run: dict) -> tuple[list[str], dict]:
+    main = _by_label(run["main"])
+    b, h = main.get("compile B/16 scan"), main.get("compile H/14 scan")
+    lines = ["| train step (scan=True) | batch | lower s | compile s | total s |",
+             "|---|---|---|---|---|"]
+    for name, r in (("B/16", b), ("H/14", h)):
+        if r and "error" not in r:
+            lines.append(f"| {name} | {r['batch']} | {r['lower_s']:.1f} | {r['compile_s']:.1f} "
+                         f"| {r['total_s']:.1f} |")
+    ok = b and h and "error" not in b and "error" not in h
+    return lines, {"b16": b["total_s"] if ok else None,
+                   "ratio": h["total_s"] / b["total_s"] if ok else None}
+
+
+def quickstart_rows(run: dict) -> tuple[list[str], dict]:
+    q = _by_label(run["main"]).get("quickstart")
+    if not q or "error" in q:
+        return [], {}
+    lines = ["| quickstart (digits, batch 128) | images/s |", "|---|---|",
+             f"| input pipeline (`data.build_train_iterator`, in-process) | "
+             f"{q['pipeline_img_s']:,.0f} |",
+             f"| train step ({q['model']} at {q['image_shape'][0]}², "
+             f"{q['train_step_s'] * 1e3:.0f} ms/step) | {q['train_img_s']:,.0f} |",
+             f"| pipeline / train step | **{q['ratio']:.1f}×** |"]
+    return lines, {"ratio": q["ratio"]}
+
+
+def flags_rows(run: dict) -> list[str]:
+    flags = run.get("flags") or {}
+    base = None
+    lines = ["| XLA flags | `XLA_FLAGS` in effect | f32 matmul GFLOP/s | inference img/s | "
+             "train img/s | train compile s | inference vs XLA default | train vs XLA default |",
+             "|---|---|---|---|---|---|---|---|"]
+    ref = _by_label(flags.get("XLA default (opt-out)", {})).get("model", {})
+    for name, proc in flags.items():
+        res = _by_label(proc)
+        m, peak = res.get("model", {}), _get(res, "peak", "gflops")
+        fwd, tr = _get(m, "forward", "img_s"), _get(m, "train", "img_s")
+        rf = fwd / _get(ref, "forward", "img_s") if fwd and _get(ref, "forward") else None
+        rt = tr / _get(ref, "train", "img_s") if tr and _get(ref, "train") else None
+        base = base or m.get("variant")
+        lines.append(f"| {name} | `{proc.get('xla_flags') or '(none)'}` | {_fmt(peak, '.0f')} | "
+                     f"{_fmt(fwd)} | {_fmt(tr, '.2f')} | {_fmt(_get(m, 'train', 'total_s'))} | "
+                     f"{_fmt(rf, '.2f')}× | {_fmt(rt, '.2f')}× |")
+    if base:
+        lines.insert(0, f"Model: {base}, batch {run['args']['batch']}, "
+                        f"{run['args']['image_size']}², one process per row.\n")
+    return lines
+
+
+def levers_rows(run: dict) -> list[str]:
+    lev = _by_label(run.get("levers") or {})
+    base = lev.get("baseline")
+    if not base or "error" in base:
+        return []
+    bt, bf = _get(base, "train", "img_s"), _get(base, "forward", "img_s")
+    defaults = base.get("defaults", {})
+    lines = [f"Model: {base['variant']}, batch {base['batch']}, {base['image_size']}²; "
+             "baseline = the model's defaults "
+             f"(patch_embed_method={defaults.get('patch_embed_method')}, "
+             f"attention={defaults.get('attention')}, scan={defaults.get('scan')}, "
+             f"remat_policy={defaults.get('remat_policy')}, donation on).\n",
+             "| change | inference img/s | ×baseline | train img/s | ×baseline | "
+             "train compile s | train peak MiB |", "|---|---|---|---|---|---|---|",
+             f"| baseline | {_fmt(bf)} | 1.00 | {_fmt(bt, '.2f')} | 1.00 | "
+             f"{_fmt(_get(base, 'train', 'total_s'))} | "
+             f"{_mib(_get(base, 'train', 'memory', 'peak'))} |"]
+    for name in [n for n, _, _ in LEVERS] + ["baseline again"]:
+        r = lev.get(name)
+        if r is None:
+            continue
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error'][:100]} | | | | | |")
+            continue
+        if "skipped" in r:
+            lines.append(f"| {name} | = baseline ({r['skipped']}) | | | | | |")
+            continue
+        f, t = _get(r, "forward", "img_s"), _get(r, "train", "img_s")
+        lines.append(
+            f"| {name} | {_fmt(f)} | "
+            f"{_fmt(f and bf and f / bf, '.2f')} | {_fmt(t, '.2f')} | "
+            f"{_fmt(t and bt and t / bt, '.2f')} | {_fmt(_get(r, 'train', 'total_s'))} | "
+            f"{_mib(_get(r, 'train', 'memory', 'peak'))} |")
+    return lines
+
+
+def target_rows(summary: dict, compile_s: dict, quick: dict) -> list[str]:
+    t = TARGETS
+    lines = ["| target | goal | measured | status |", "|---|---|---|---|"]
+
+    def row(name, goal, value, ok, fmt=".2f", unit="×"):
+        if value is None:
+            lines.append(f"| {name} | {goal} | not measured | — |")
+            return
+        lines.append(f"| {name} | {goal} | {format(value, fmt)}{unit} | "
+                     f"{'met' if ok else 'missed'} |")
+
+    for v in ("Ti/16", "S/16"):
+        s = summary.get(v, {})
+        row(f"{v} train step vs timm", f"≥ {t['timm_ratio']}×", s.get("ratio_train"),
+            (s.get("ratio_train") or 0) >= t["timm_ratio"])
+    for v in ("Ti/16", "S/16", "B/16"):
+        s = summary.get(v, {})
+        if s:
+            row(f"{v} inference vs timm", f"≥ {t['timm_ratio']}×", s.get("ratio_fwd"),
+                (s.get("ratio_fwd") or 0) >= t["timm_ratio"])
+    mfu = summary.get("S/16", {}).get("mfu")
+    row("S/16 train step MFU (of measured f32 matmul)", f"≥ {t['mfu']:.0%}",
+        mfu and 100 * mfu, (mfu or 0) >= t["mfu"], ".0f", "%")
+    row("B/16 train-step compile, scan", f"≤ {t['b16_compile_s']:.0f} s", compile_s.get("b16"),
+        (compile_s.get("b16") or 1e9) <= t["b16_compile_s"], ".1f", " s")
+    row("H/14 compile / B/16 compile (scan)", f"≤ {t['h14_over_b16']}×", compile_s.get("ratio"),
+        (compile_s.get("ratio") or 1e9) <= t["h14_over_b16"])
+    row("input pipeline / quickstart train step", f"≥ {t['pipeline_ratio']:.0f}×",
+        quick.get("ratio"), (quick.get("ratio") or 0) >= t["pipeline_ratio"], ".1f")
+    return lines
+
+
+def report(run: dict) -> str:
+    main = run["main"]
+    peak = _get(_by_label(main), "peak", "gflops")
+    model_lines, summary = model_rows(run)
+    compile_lines, compile_s = compile_rows(run)
+    quick_lines, quick = quickstart_rows(run)
+    peers = run.get("peers") or {}
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), platform.processor())
+    a = run["args"]
+    cmd = ("python -m benchmarks.throughput --variants " + ",".join(a["variants"])
+           + f" --batch {a['batch']} --repeats {a['repeats']}" + (" --peers" if a["peers"] else "")
+           + ("" if a["image_size"] == 224 else f" --image-size {a['image_size']}")
+           + ("" if set(a["sections"]) == set(SECTIONS) else " --sections "
+              + ",".join(a["sections"])))
+    out = [
+        "# vit_jax throughput on this machine", "",
+        f"`{cmd}` — {time.strftime('%Y-%m-%d %H:%M', time.localtime(run['started']))}, "
+        f"{run['minutes']:.1f} min.", "",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; jax {main.get('jax')} on "
+        f"{main.get('backend')}; f32 matmul peak (4096³ `jnp.dot`, median) "
+        f"**{_fmt(peak, '.0f')} GFLOP/s**.",
+        f"- `XLA_FLAGS` of the main process: `{main.get('xla_flags') or '(none)'}` "
+        f"(added by `vit_jax.runtime.configure_runtime`: "
+        f"{', '.join(f'`{f}`' for f in main.get('added_by_runtime', [])) or 'none'}).",
+        f"- Load average (1 min) before / after: {run['load_before'][0]:.2f} / "
+        f"{run['load_after'][0]:.2f} on {os.cpu_count()} cores"
+        + (" — **the machine was busy: treat absolute numbers as low**."
+           if max(run['load_before'][0], run['load_after'][0]) > 2.5 else "."),
+        "- Peers: " + (f"torch {peers['torch']}, timm {peers['timm']}, "
+                        f"{peers['threads']} threads, same batch, f32."
+                        if "torch" in peers else peers.get("error", "not run (`--peers`).")),
+        f"- Timing: median of {a['repeats']} steps after one warm-up step; train step = "
+        "forward + backward + AdamW (`make_train_step`, jitted with state donation).", "",
+        "## Throughput", "", *model_lines, "",
+    ]
+    if memory := memory_rows(run)[2:]:
+        out += ["## Train-step memory by remat policy (XLA `memory_analysis`)", "",
+                *memory_rows(run)[:2], *memory, ""]
+    if compile_lines[2:]:
+        out += ["## Compile time (train step, abstract state)", "", *compile_lines, ""]
+    if quick_lines:
+        out += ["## Input pipeline vs train step (quickstart config)", "", *quick_lines, ""]
+    if run.get("flags"):
+        out += ["## XLA:CPU flags (each row its own process)", "", *flags_rows(run), ""]
+    if lever_lines := levers_rows(run):
+        out += ["## Levers (one process, one change at a time)", "", *lever_lines, ""]
+    out += ["## Targets", "", *target_rows(summary, compile_s, quick), ""]
+    return "\n".join(out)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default="Ti/16,S/16,B/16",
+                   type=lambda s: [v.strip() for v in s.split(",") if v.strip()])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=224,
+                   help="of the variants' rows, flags and levers (compile targets stay 224)")
+    p.add_argument("--peers", action="store_true", help="also time timm (needs torch + timm)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                   help=f"any of {','.join(SECTIONS)}")
+    p.add_argument("--flags-variant", default="Ti/16")
+    p.add_argument("--flag-sets", default=",".join(DEFAULT_FLAG_SETS),
+                   type=lambda s: list(FLAG_SETS) if s == "all" else
+                   [x.strip() for x in s.split(",") if x.strip()],
+                   help=f"'all' or names from {list(FLAG_SETS)}")
+    p.add_argument("--lever-variant", default="Ti/16")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS.md"))
+    p.add_argument("--json", default=None, help="also write the raw measurements here")
+    args = p.parse_args(argv)
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; valid: {','.join(SECTIONS)}")
+    unknown = set(args.flag_sets) - set(FLAG_SETS)
+    if unknown:
+        p.error(f"unknown flag sets {sorted(unknown)}; valid: 'all' or {list(FLAG_SETS)}")
+    run = collect(args)
+    text = report(run)
+    Path(args.out).write_text(text + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(run, indent=1))
+    print(text)
+    log(f"wrote {args.out} ({run['minutes']:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The PyTorch side of ``benchmarks/throughput.py``: timm ViTs on the same CPU, as JSON.
+
+  .venv-peers/bin/python benchmarks/timm_peers.py '{"models": ["vit_tiny_patch16_224"],
+                                                    "batch": 32, "repeats": 3}'
+
+Runs in the interpreter that has torch + timm (``make bench-peers`` builds ``.venv-peers``; torch
+is never a requirement of vit_jax). Imports neither jax nor vit_jax. Forward under
+``torch.no_grad()`` in eval mode; the train step is cross-entropy forward + backward +
+``torch.optim.AdamW`` step, as vit_jax's. f32, ``torch.set_num_threads(2)``. The last stdout line
+is the JSON result.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of each of ``repeats`` calls of ``fn`` (which blocks).
+
+    CPU seconds (all threads) are the fairer measure on a shared machine: other jobs stretch
+    the wall time, far less the CPU time a step needs.
+    """
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def measure(name: str, batch: int, repeats: int, image_size: int = 224) -> dict:
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=1000, img_size=image_size)
+    x = torch.randn(batch, 3, image_size, image_size)
+    y = torch.randint(0, 1000, (batch,))
+    out = {"model": name, "batch": batch,
+           "params": sum(p.numel() for p in model.parameters())}
+
+    model.eval()
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    times = timed(forward, repeats)
+    out["forward"] = {"step_s": statistics.median(times), "all_s": times,
+                      "img_s": batch / statistics.median(times)}
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    times = timed(train_step, repeats)
+    out["train"] = {"step_s": statistics.median(times), "all_s": times,
+                    "img_s": batch / statistics.median(times)}
+    print(f"[timm_peers] {name}: forward {out['forward']['img_s']:.1f} img/s, "
+          f"train {out['train']['img_s']:.2f} img/s", file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    import timm
+    import torch
+
+    threads = int(spec.get("threads", 2))
+    torch.set_num_threads(threads)
+    results = []
+    for name in spec["models"]:
+        try:
+            results.append(measure(name, int(spec.get("batch", 32)), int(spec.get("repeats", 3)),
+                                   int(spec.get("image_size", 224))))
+        except Exception as e:  # noqa: BLE001 (report, keep the other models)
+            results.append({"model": name, "error": f"{type(e).__name__}: {e}"})
+    print(json.dumps({"torch": torch.__version__, "timm": timm.__version__, "threads": threads,
+                      "results": results}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The sweep runner: records, resumes, survives failing points, writes tables and plots."""
+
+import contextlib
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.helpers import tiny_config
+from vit_jax import count_params
+from vit_jax.config import build_model, validate
+from vit_jax.sweep import expand_points, load_config, resolution_sweep_config, sweep_config
+from vit_jax.sweep.runner import run_sweep
+from vit_jax.train import train_and_evaluate
+
+SWEEPS = Path(__file__).parent.parent / "configs" / "sweeps"
+# (file, arg): every sweep config with every argument its docstring advertises.
+SHIPPED = [("patch_size", None), ("patch_size", "16"), ("patch_size", "32"),
+           ("patch_size", "smoke"), ("posemb", None), ("posemb", "smoke"), ("vit_vs_cnn", None),
+           ("vit_vs_cnn", "smoke"), ("resolution", None), ("resolution", "smoke")]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_sweep(**changes):
+    base = tiny_config(**{"total_steps": 4, "eval_every_steps": 4, "checkpoint_every_steps": 2,
+                          "log_every_steps": 2, "model.depth": 1, "optim.warmup_steps": 1,
+                          **changes})
+    points = [{"model.patch_size": 4}, {"model.patch_size": 3}, {"model.patch_size": 2}]
+    return sweep_config("tiny", base, points, x_key="model.patch_size", log_x=True,
+                        eval_train=True, measure={"throughput_steps": 1})
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A 3-point sweep whose first point had been interrupted and whose second point fails."""
+    path = tmp_path_factory.mktemp("sweep")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        # The interrupted first point: its run stopped after a checkpoint at step 2.
+        train_and_evaluate(tiny_sweep(total_steps=2).base, path / "points" / "patch_size=4")
+        out.truncate(0)
+        records = run_sweep(tiny_sweep(), path)
+    return path, records, out.getvalue()
+
+
+def test_sweep_resumes_and_records_points_and_failures(swept):
+    path, records, out = swept
+    assert "Resumed from step 2" in out  # the interrupted point continued from its checkpoint
+    assert "point 3 of 3" in out and "ETA" in out
+    assert [r["status"] for r in records] == ["done", "failed", "done"]
+    bad = records[1]
+    assert "not divisible by patch size 3x3" in bad["error"] and "Traceback" in bad["traceback"]
+    p4, p2 = records[0], records[2]
+    info = validate(tiny_sweep().base)
+    for rec, patch in ((p4, 4), (p2, 2)):
+        model = nnx.eval_shape(lambda p=patch: build_model(
+            tiny_sweep(**{"model.patch_size": p}).base, info.num_classes))
+        assert rec["params"] == count_params(model)
+        assert rec["tokens"] == (8 // patch) ** 2 + 1
+        assert rec["final_step"] == 4 and 0.0 <= rec["final_accuracy"] <= 1.0
+        assert rec["best_accuracy"] >= rec["final_accuracy"] and 0 <= rec["train_accuracy"] <= 1
+        assert rec["peak_memory_mib"] > 0 and rec["train_img_s"] > 0 and rec["eval_img_s"] > 0
+        assert rec["train_img_s_run"] > 0 and rec["wall_seconds"] > 0
+    assert p2["gflops"] > 2 * p4["gflops"] > 0  # 17 tokens vs 5, attention quadratic
+
+
+def test_sweep_writes_tables_and_plots(swept):
+    path, _, _ = swept
+    with open(path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model.patch_size"] for r in rows] == ["4", "3", "2"]
+    for column in ("params", "tokens", "gflops", "peak_memory_mib", "train_img_s",
+                   "eval_img_s", "wall_seconds", "final_accuracy", "best_accuracy",
+                   "final_loss", "train_accuracy", "error"):
+        assert column in rows[0]
+    saved = json.loads((path / "results.json").read_text())["points"]
+    assert [r["name"] for r in saved] == ["patch_size=4", "patch_size=3", "patch_size=2"]
+    md = (path / "results.md").read_text()
+    assert "| patch_size=2 |" in md and "## Failed points" in md and "3x3" in md
+    for png in ("accuracy_vs_patch_size", "accuracy_vs_tokens", "accuracy_vs_gflops",
+                "throughput_vs_tokens"):
+        data = (path / f"{png}.png").read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+        assert f"({png}.png)" in md
+
+
+def test_rerun_reloads_finished_points(swept, capsys):
+    path, records, _ = swept
+    again = run_sweep(tiny_sweep(), path)
+    out = capsys.readouterr().out
+    assert out.count("reloaded (finished earlier)") == 2 and "Training" not in out
+    assert [r["status"] for r in again] == ["done", "failed", "done"]  # failed ones retried
+    assert again[0]["final_accuracy"] == records[0]["final_accuracy"]
+
+
+def test_resolution_sweep_evaluates_and_finetunes(swept, tmp_path, capsys):
+    path, records, _ = swept
+    pp = "decode|resize({res})|value_range(-1,1)|onehot(10)"
+    sweep = resolution_sweep_config(
+        "tiny_res", tiny_sweep().base, init_from=str(path / "points" / "patch_size=4"),
+        resolutions=[8, 16], methods=["bilinear"], finetune_steps=1, pp_train=pp, pp_eval=pp)
+    sweep.finetune = {"batch_size": 16, "optim": {"warmup_steps": 1}}
+    out = run_sweep(sweep, tmp_path)
+    assert [r["name"] for r in out] == ["res=8,method=bilinear", "res=16,method=bilinear"]
+    assert all(r["status"] == "done" for r in out), [r.get("error") for r in out]
+    native, up = out
+    # At the training resolution nothing is resampled: the checkpoint's own accuracy.
+    np.testing.assert_allclose(native["noft_accuracy"], records[0]["final_accuracy"], atol=1e-6)
+    assert up["tokens"] == 17 and 0 <= up["ft_accuracy"] <= 1
+    assert "posemb: (1,5,32) -> (1,17,32) via bilinear" in capsys.readouterr().out
+    md = (tmp_path / "results.md").read_text()
+    assert "| 16 | 17 |" in md and "bilinear no FT" in md
+    assert (tmp_path / "accuracy_vs_resolution.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_bad_points_are_named():
+    sweep = sweep_config("x", tiny_config(), [{"model.not_an_option": 1}, {}, {}])
+    with pytest.raises(ValueError, match="both named 'base'"):
+        expand_points(sweep)
+    point = expand_points(sweep_config("x", tiny_config(), [{"model.not_an_option": 1}]))[0]
+    assert point.config is None and "not_an_option" in point.config_error
+    with pytest.raises(ValueError, match="unknown sweep options"):
+        sweep_config("x", tiny_config(), [], x_axis="name")
+
+
+def test_every_sweep_config_file_is_listed():
+    assert {p.stem for p in SWEEPS.glob("*.py")} == {name for name, _ in SHIPPED}
+
+
+@pytest.mark.parametrize("name,arg", SHIPPED)
+def test_sweep_config_points_validate(name, arg):
+    """Every point of every shipped sweep builds and validates (model, optimizer, data
+    pipeline). Only the shapes dataset is shrunk, so nothing big is rendered here."""
+    path = SWEEPS / f"{name}.py"
+    assert "python -m vit_jax.sweep --config=configs/sweeps/" in path.read_text()
+    sweep = load_config(path, arg)
+    sweep.lock()
+    if sweep.kind == "resolution":
+        from vit_jax.models.resample import METHODS
+        from vit_jax.sweep.resolution import finetune_config
+
+        assert set(sweep.methods) <= set(METHODS)
+        # One method per resolution: the method does not change what is validated.
+        configs = [sweep.base] + [finetune_config(sweep, r, sweep.methods[0], "unused")
+                                  for r in sweep.resolutions]
+    else:
+        points = expand_points(sweep)
+        assert all(p.config_error is None for p in points), [p.config_error for p in points]
+        configs = [p.config for p in points]
+    for config in configs:
+        config.data.shapes.update(num_train=64, num_test=32)
+        if config.data.train_subset:
+            config.data.train_subset = 48
+        validate(config)
