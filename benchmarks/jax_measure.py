@@ -54,6 +54,12 @@ def timed(fn, repeats: int, warmup: int = 1) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
+def summarize(batch: int, wall: list[float], cpu: list[float]) -> dict[str, Any]:
+    step = statistics.median(wall)
+    return {"step_s": step, "all_s": wall, "cpu_s": statistics.median(cpu),
+            "img_s": batch / step}
+
+
 def flops_of(compiled) -> float:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
@@ -79,7 +85,7 @@ def job_peak(n: int = 4096, repeats: int = 5) -> dict[str, Any]:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot).lower(a, b).compile()
-    times = timed(lambda: dot(a, b).block_until_ready(), repeats)
+    times, _ = timed(lambda: dot(a, b).block_until_ready(), repeats)
     gflops = [2 * n**3 / t / 1e9 for t in times]
     return {"n": n, "gflops": statistics.median(gflops), "all": gflops}
 
@@ -164,10 +170,9 @@ def job_model(variant: str | None = None, batch: int = 32, image_size: int = 224
         t0 = time.perf_counter()
         compiled = fwd.lower(mstate, data["image"]).compile()
         compile_s = time.perf_counter() - t0
-        times = timed(lambda: compiled(mstate, data["image"]).block_until_ready(), repeats)
+        wall, cpu = timed(lambda: compiled(mstate, data["image"]).block_until_ready(), repeats)
         out["forward"] = {"compile_s": compile_s, "flops": flops_of(compiled),
-                          "step_s": statistics.median(times), "all_s": times,
-                          "img_s": batch / statistics.median(times)}
+                          **summarize(batch, wall, cpu)}
         log(f"{variant} {overrides} forward {out['forward']['img_s']:.1f} img/s")
         del mgraph, mstate, compiled
     if train:
@@ -179,10 +184,9 @@ def job_model(variant: str | None = None, batch: int = 32, image_size: int = 224
             holder["state"], metrics = compiled(holder["state"], data, rng)
             jax.block_until_ready((holder["state"], metrics))
 
-        times = timed(step, repeats)
+        wall, cpu = timed(step, repeats)
         out["train"] = {**compile_times, "flops": flops_of(compiled), "memory": memory_of(compiled),
-                        "step_s": statistics.median(times), "all_s": times,
-                        "img_s": batch / statistics.median(times)}
+                        **summarize(batch, wall, cpu)}
         log(f"{variant} {overrides} train {out['train']['img_s']:.2f} img/s "
             f"(compile {compile_times['total_s']:.1f} s)")
     return out
@@ -276,7 +280,8 @@ def job_quickstart(repeats: int = 3, pipeline_batches: int = 30) -> dict[str, An
             holder["state"], metrics = compiled(holder["state"], batch, rng)
         jax.block_until_ready((holder["state"], metrics))
 
-    times = [t / 10 for t in timed(step, max(repeats, 3))]
+    wall, cpu = timed(step, max(repeats, 3))
+    times = [t / 10 for t in wall]
     train = bs / statistics.median(times)
     log(f"quickstart pipeline {pipeline:.0f} img/s, train {train:.0f} img/s")
     return {"batch": bs, "image_shape": list(first["image"].shape[1:]),

@@ -212,14 +212,16 @@ def _get(d: dict | None, *keys):
     return d
 
 
-def model_rows(run: dict) -> tuple[list[str], dict]:
+def model_rows(run: dict) -> tuple[list[str], list[str], dict]:
+    """The vit_jax throughput table, the vit_jax-vs-timm table, and a summary for targets."""
     main = _by_label(run["main"])
     peak = _get(main, "peak", "gflops")
     peers = {r["model"]: r for r in _get(run, "peers", "results") or [] if "error" not in r}
     lines = ["| model | image | batch | params (M) | inference img/s | train img/s | "
-             "train compile s | train GFLOP/img | train GFLOP/s | MFU | timm inference img/s | "
-             "timm train img/s | inference ×timm | train ×timm |",
-             "|" + "---|" * 14]
+             "train CPU·s/step | train compile s | train GFLOP/img | train GFLOP/s | MFU |",
+             "|" + "---|" * 11]
+    vs = ["| model | inference img/s: vit_jax / timm | ×timm | ×timm by CPU time | "
+          "train img/s: vit_jax / timm | ×timm | ×timm by CPU time |", "|" + "---|" * 7]
     summary = {}
     labels = [f"model {v}" for v in run["args"]["variants"]] + ["model quickstart"]
     for label in labels:
@@ -227,27 +229,33 @@ def model_rows(run: dict) -> tuple[list[str], dict]:
         if r is None:
             continue
         if "error" in r:
-            lines.append(f"| {label[6:]} | error: {r['error'][:80]} |" + " |" * 12)
+            lines.append(f"| {label[6:]} | error: {r['error'][:80]} |" + " |" * 9)
             continue
-        name = r["variant"] if label != "model quickstart" else f"quickstart ({r['variant']})"
+        quick = label == "model quickstart"
+        name = f"quickstart ({r['variant']})" if quick else r["variant"]
         fwd, tr = r.get("forward", {}), r.get("train", {})
         gflops = tr["flops"] / tr["step_s"] / 1e9 if tr else None
         mfu = gflops / peak if gflops and peak else None
-        peer = peers.get(TIMM_NAMES.get(r["variant"], ""), {}) if label != "model quickstart" \
-            else {}
-        p_fwd, p_tr = _get(peer, "forward", "img_s"), _get(peer, "train", "img_s")
-        r_fwd = fwd.get("img_s") / p_fwd if p_fwd and fwd else None
-        r_tr = tr.get("img_s") / p_tr if p_tr and tr else None
-        summary[r["variant"] if label != "model quickstart" else "quickstart"] = dict(
-            fwd=fwd.get("img_s"), train=tr.get("img_s"), mfu=mfu, ratio_fwd=r_fwd,
-            ratio_train=r_tr, compile=tr.get("total_s"))
+        entry = summary[name if quick else r["variant"]] = dict(mfu=mfu)
         lines.append(
             f"| {name} | {r['image_size']}² | {r['batch']} | {r['params'] / 1e6:.1f} | "
             f"{_fmt(fwd.get('img_s'))} | {_fmt(tr.get('img_s'), '.2f')} | "
-            f"{_fmt(tr.get('total_s'))} | {_fmt(tr['flops'] / r['batch'] / 1e9, '.2f')} | "
-            f"{_fmt(gflops, '.0f')} | {_fmt(mfu and 100 * mfu, '.0f')}% | {_fmt(p_fwd)} | "
-            f"{_fmt(p_tr, '.2f')} | {_fmt(r_fwd, '.2f')} | {_fmt(r_tr, '.2f')} |")
-    return lines, summary
+            f"{_fmt(tr.get('cpu_s'), '.2f')} | {_fmt(tr.get('total_s'))} | "
+            f"{_fmt(tr['flops'] / r['batch'] / 1e9, '.2f')} | {_fmt(gflops, '.0f')} | "
+            f"{_fmt(mfu and 100 * mfu, '.0f')}% |")
+        peer = {} if quick else peers.get(TIMM_NAMES.get(r["variant"], ""), {})
+        if not peer:
+            continue
+        cells = []
+        for kind, ours in (("forward", fwd), ("train", tr)):
+            theirs = peer.get(kind, {})
+            ratio = ours["img_s"] / theirs["img_s"] if ours and theirs else None
+            cpu_ratio = theirs["cpu_s"] / ours["cpu_s"] if ours and theirs else None
+            entry[f"ratio_{kind}"], entry[f"cpu_ratio_{kind}"] = ratio, cpu_ratio
+            cells.append(f"{_fmt(ours.get('img_s'))} / {_fmt(theirs.get('img_s'))} | "
+                         f"**{_fmt(ratio, '.2f')}** | {_fmt(cpu_ratio, '.2f')}")
+        vs.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines, vs if len(vs) > 2 else [], summary
 
 
 def memory_rows(run: dict) -> list[str]:
@@ -294,8 +302,8 @@ def flags_rows(run: dict) -> list[str]:
     flags = run.get("flags") or {}
     base = None
     lines = ["| XLA flags | `XLA_FLAGS` in effect | f32 matmul GFLOP/s | inference img/s | "
-             "train img/s | train compile s | inference vs XLA default | train vs XLA default |",
-             "|---|---|---|---|---|---|---|---|"]
+             "train img/s | train CPU·s/step | train compile s | inference vs XLA default | "
+             "train vs XLA default |", "|---|---|---|---|---|---|---|---|---|"]
     ref = _by_label(flags.get("XLA default (opt-out)", {})).get("model", {})
     for name, proc in flags.items():
         res = _by_label(proc)
@@ -305,7 +313,9 @@ def flags_rows(run: dict) -> list[str]:
         rt = tr / _get(ref, "train", "img_s") if tr and _get(ref, "train") else None
         base = base or m.get("variant")
         lines.append(f"| {name} | `{proc.get('xla_flags') or '(none)'}` | {_fmt(peak, '.0f')} | "
-                     f"{_fmt(fwd)} | {_fmt(tr, '.2f')} | {_fmt(_get(m, 'train', 'total_s'))} | "
+                     f"{_fmt(fwd)} | {_fmt(tr, '.2f')} | "
+                     f"{_fmt(_get(m, 'train', 'cpu_s'), '.2f')} | "
+                     f"{_fmt(_get(m, 'train', 'total_s'))} | "
                      f"{_fmt(rf, '.2f')}× | {_fmt(rt, '.2f')}× |")
     if base:
         lines.insert(0, f"Model: {base}, batch {run['args']['batch']}, "
@@ -366,9 +376,9 @@ def target_rows(summary: dict, compile_s: dict, quick: dict) -> list[str]:
             (s.get("ratio_train") or 0) >= t["timm_ratio"])
     for v in ("Ti/16", "S/16", "B/16"):
         s = summary.get(v, {})
-        if s:
-            row(f"{v} inference vs timm", f"≥ {t['timm_ratio']}×", s.get("ratio_fwd"),
-                (s.get("ratio_fwd") or 0) >= t["timm_ratio"])
+        if s.get("ratio_forward"):
+            row(f"{v} inference vs timm", f"≥ {t['timm_ratio']}×", s.get("ratio_forward"),
+                (s.get("ratio_forward") or 0) >= t["timm_ratio"])
     mfu = summary.get("S/16", {}).get("mfu")
     row("S/16 train step MFU (of measured f32 matmul)", f"≥ {t['mfu']:.0%}",
         mfu and 100 * mfu, (mfu or 0) >= t["mfu"], ".0f", "%")
@@ -384,7 +394,7 @@ def target_rows(summary: dict, compile_s: dict, quick: dict) -> list[str]:
 def report(run: dict) -> str:
     main = run["main"]
     peak = _get(_by_label(main), "peak", "gflops")
-    model_lines, summary = model_rows(run)
+    model_lines, vs_lines, summary = model_rows(run)
     compile_lines, compile_s = compile_rows(run)
     quick_lines, quick = quickstart_rows(run)
     peers = run.get("peers") or {}
@@ -394,6 +404,9 @@ def report(run: dict) -> str:
     cmd = ("python -m benchmarks.throughput --variants " + ",".join(a["variants"])
            + f" --batch {a['batch']} --repeats {a['repeats']}" + (" --peers" if a["peers"] else "")
            + ("" if a["image_size"] == 224 else f" --image-size {a['image_size']}")
+           + ("" if tuple(a["flag_sets"]) == DEFAULT_FLAG_SETS else " --flag-sets "
+              + ("all" if list(a["flag_sets"]) == list(FLAG_SETS) else
+                 "'" + ",".join(a["flag_sets"]) + "'"))
            + ("" if set(a["sections"]) == set(SECTIONS) else " --sections "
               + ",".join(a["sections"])))
     out = [
@@ -417,6 +430,11 @@ def report(run: dict) -> str:
         "forward + backward + AdamW (`make_train_step`, jitted with state donation).", "",
         "## Throughput", "", *model_lines, "",
     ]
+    if vs_lines:
+        out += ["## vit_jax vs timm (same batch, same session)", "",
+                "×timm = vit_jax images/s over timm's; by CPU time = timm's CPU seconds per step "
+                "over vit_jax's (less sensitive to other jobs on the machine).", "",
+                *vs_lines, ""]
     if memory := memory_rows(run)[2:]:
         out += ["## Train-step memory by remat policy (XLA `memory_analysis`)", "",
                 *memory_rows(run)[:2], *memory, ""]

@@ -35,6 +35,12 @@ def timed(fn, repeats: int, warmup: int = 1) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
+def summarize(batch: int, wall: list[float], cpu: list[float]) -> dict:
+    step = statistics.median(wall)
+    return {"step_s": step, "all_s": wall, "cpu_s": statistics.median(cpu),
+            "img_s": batch / step}
+
+
 def measure(name: str, batch: int, repeats: int, image_size: int = 224) -> dict:
     import timm
     import torch
@@ -52,9 +58,7 @@ def measure(name: str, batch: int, repeats: int, image_size: int = 224) -> dict:
         with torch.no_grad():
             model(x)
 
-    times = timed(forward, repeats)
-    out["forward"] = {"step_s": statistics.median(times), "all_s": times,
-                      "img_s": batch / statistics.median(times)}
+    out["forward"] = summarize(batch, *timed(forward, repeats))
 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
@@ -66,9 +70,7 @@ def measure(name: str, batch: int, repeats: int, image_size: int = 224) -> dict:
         loss.backward()
         opt.step()
 
-    times = timed(train_step, repeats)
-    out["train"] = {"step_s": statistics.median(times), "all_s": times,
-                    "img_s": batch / statistics.median(times)}
+    out["train"] = summarize(batch, *timed(train_step, repeats))
     print(f"[timm_peers] {name}: forward {out['forward']['img_s']:.1f} img/s, "
           f"train {out['train']['img_s']:.2f} img/s", file=sys.stderr, flush=True)
     return out
