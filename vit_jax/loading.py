@@ -73,6 +73,7 @@ def load_model(path: str | Path, *, step: int | None = None, image_size=None, pa
     ``posemb_resample='zoom'``); for Google/timm files, ``variant``/``num_heads``/``pool``/
     ``posemb`` help read the file (timm files do not record the head count). A checkpoint that
     does not fit the model raises a ValueError listing the offending names and shapes.
+    ``verbose``: print what was loaded and every change (``load_with_summary`` returns it).
     """
     model, summary = load_with_summary(path, step=step, image_size=image_size,
                                        patch_size=patch_size, num_classes=num_classes,
