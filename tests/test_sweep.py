@@ -14,8 +14,7 @@ from tests.helpers import tiny_config
 from vit_jax import count_params
 from vit_jax.config import build_model, validate
 from vit_jax.sweep import expand_points, load_config, resolution_sweep_config, sweep_config
-from vit_jax.sweep.runner import run_sweep
-from vit_jax.train import train_and_evaluate
+from vit_jax.sweep.runner import Preempted, run_sweep
 
 SWEEPS = Path(__file__).parent.parent / "configs" / "sweeps"
 # (file, arg): every sweep config with every argument its docstring advertises.
@@ -36,14 +35,19 @@ def tiny_sweep(**changes):
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """A 3-point sweep whose first point had been interrupted and whose second point fails."""
+    """A 3-point sweep whose first point is preempted once and whose second point fails."""
     path = tmp_path_factory.mktemp("sweep")
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        # The interrupted first point: its run stopped after a checkpoint at step 2.
-        train_and_evaluate(tiny_sweep(total_steps=2).base, path / "points" / "patch_size=4")
-        out.truncate(0)
+    with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as mp:
+        calls = iter(range(1, 1000))  # a preemption signal (SIGTERM) during step 2
+        mp.setattr("vit_jax.train.preemption_requested", lambda *_: next(calls) == 2)
+        with pytest.raises(Preempted, match="patch_size=4 was preempted; rerun"):
+            run_sweep(tiny_sweep(), path)
+        first = json.loads((path / "points" / "patch_size=4" / "point.json").read_text())
+        assert first["status"] == "preempted" and first["wall_seconds"] > 0
+        mp.setattr("vit_jax.train.preemption_requested", lambda *_: False)
         records = run_sweep(tiny_sweep(), path)
+    assert records[0]["wall_seconds"] > first["wall_seconds"]  # both attempts counted
     return path, records, out.getvalue()
 
 

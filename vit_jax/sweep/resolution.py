@@ -29,6 +29,7 @@ from vit_jax.sweep.runner import (
     Progress,
     config_fingerprint,
     load_record,
+    preempted_record,
     run_point,
     save_record,
 )
@@ -66,11 +67,12 @@ def run_resolution_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, ini
 
     rec = {"index": point.index, "name": point.name, "delta": point.delta, "base": None,
            "status": "running", "workdir": str(workdir), "resolution": res, "method": method}
-    t0 = time.time()
+    t0 = time.time() - preempted_record(point, workdir).get("wall_seconds", 0.0)
     try:
         if point.config_error:
             raise ValueError(point.config_error)
         config = point.config
+        rec["config"] = config_fingerprint(config)
         info = validate(config)
         model = load_model(init_from, image_size=res, posemb_resample=method)
         rec["tokens"] = _tokens(model)
@@ -86,6 +88,7 @@ def run_resolution_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, ini
                        ft_seconds=results.get("train_seconds"), num_classes=info.num_classes)
         rec["status"] = "done"
     except Preempted:
+        save_record({**rec, "status": "preempted", "wall_seconds": time.time() - t0}, workdir)
         raise
     except Exception as e:  # noqa: BLE001 -- one point's failure must not stop the sweep
         import traceback
@@ -93,8 +96,6 @@ def run_resolution_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, ini
         rec.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000],
                    traceback="".join(traceback.format_exc().splitlines(True)[-12:]))
     rec["wall_seconds"] = time.time() - t0
-    if point.config is not None:
-        rec["config"] = config_fingerprint(point.config)
     return rec
 
 

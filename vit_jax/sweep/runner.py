@@ -28,6 +28,7 @@ from vit_jax.train import log, train_and_evaluate
 
 SPECIAL_KEYS = ("name", "base")  # point keys that are not config paths
 RECORD_FILE = "point.json"
+MEASURED = ("params", "tokens", "gflops", "peak_memory_mib", "train_img_s", "eval_img_s")
 
 
 class Preempted(RuntimeError):
@@ -106,14 +107,19 @@ def run_point(point: Point, workdir: Path, sweep: mlc.ConfigDict) -> dict:
     """Trains (or resumes) one point and measures it; failures come back as a record."""
     rec = _fresh_record(point, workdir)
     measure_cfg = sweep.get("measure") or {}
-    t0 = time.time()
+    prior = preempted_record(point, workdir)
+    t0 = time.time() - prior.get("wall_seconds", 0.0)  # wall time counts earlier attempts
     try:
         if point.config_error:
             raise ValueError(point.config_error)
         config = point.config
+        rec["config"] = config_fingerprint(config)
         info = validate(config)
-        rec.update(measure.measure(config, info.num_classes, info.image_shape,
-                                   throughput_steps=measure_cfg.get("throughput_steps", 5)))
+        measured = {k: prior[k] for k in MEASURED if k in prior}
+        if not measured:  # a preempted attempt of the same config measured it already
+            measured = measure.measure(config, info.num_classes, info.image_shape,
+                                       throughput_steps=measure_cfg.get("throughput_steps", 5))
+        rec.update(measured)
         start = _latest_step(workdir, config)
         results = train_and_evaluate(config, workdir)
         if "final" not in results:
@@ -126,13 +132,12 @@ def run_point(point: Point, workdir: Path, sweep: mlc.ConfigDict) -> dict:
             rec.update(train_accuracy=m["train_eval/accuracy"], train_loss=m["train_eval/loss"])
         rec["status"] = "done"
     except Preempted:
+        save_record({**rec, "status": "preempted", "wall_seconds": time.time() - t0}, workdir)
         raise
     except Exception as e:  # noqa: BLE001 -- any failure of one point must not stop the sweep
         rec.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000],
                    traceback="".join(traceback.format_exc().splitlines(True)[-12:]))
     rec["wall_seconds"] = time.time() - t0
-    if point.config is not None:
-        rec["config"] = config_fingerprint(point.config)
     return rec
 
 
@@ -159,6 +164,14 @@ def _run_metrics(results: dict, config: mlc.ConfigDict, start_step: int) -> dict
         out["train_seconds"] = seconds
         out["train_img_s_run"] = trained * config.batch_size / seconds
     return out
+
+
+def preempted_record(point: Point, workdir: Path) -> dict:
+    """The record of a preempted earlier attempt of this point with the same config, or {}."""
+    path = workdir / RECORD_FILE
+    rec = json.loads(path.read_text()) if path.exists() else {}
+    same = point.config is not None and rec.get("config") == config_fingerprint(point.config)
+    return rec if rec.get("status") == "preempted" and same else {}
 
 
 def load_record(point: Point, workdir: Path) -> dict | None:
