@@ -48,7 +48,7 @@ def forward_backward(implementation: str):
 
 
 def dims(n: int, shape: dict) -> tuple[int, int, int, int]:
-    return shape["batch"], n, shape["heads"], shape["head_dim"]
+    return shape["batch"], shape["heads"], n, shape["head_dim"]  # attend's (B, H, N, hd)
 
 
 def temp_bytes(implementation: str, n: int) -> int:

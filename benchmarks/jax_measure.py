@@ -11,11 +11,17 @@ stderr; the last stdout line is the JSON result.
 Job kinds:
 - ``peak``: f32 ``jnp.dot`` of two n×n matrices, median GFLOP/s (the MFU denominator).
 - ``model``: inference and train-step images/s, compile seconds, XLA cost-analysis FLOPs and
-  memory-analysis bytes of the real ``make_train_step`` (AdamW, jitted with donation).
+  memory-analysis bytes of the real ``make_train_step`` (AdamW, jitted with donation);
+  ``forward_options`` also times inference compiled with other per-jit XLA options.
+- ``compare``: several versions of one model (model options, per-jit XLA options, donation)
+  compiled up front and timed in interleaved rounds, for ratios that survive a busy machine.
 - ``memory``: compile-only train-step memory for each remat policy.
 - ``compile``: compile-only train-step time from abstract state (no parameter memory, so H/14
   is cheap to compile even where it would not fit).
 - ``quickstart``: ``configs/quickstart.py``'s input pipeline images/s and train-step images/s.
+
+``{"serve": {"variants": [...], "batch": 32}}`` instead of jobs makes this a duel worker
+(``serve``): it times steps on command, alternating with timm's worker.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.timing import serve_loop, timed
+
 REPO = Path(__file__).resolve().parents[1]
 ADAMW = dict(name="adamw", lr=1e-3, weight_decay=0.05, schedule="constant")
 
@@ -37,21 +45,18 @@ def log(msg: str) -> None:
     print(f"[jax_measure] {msg}", file=sys.stderr, flush=True)
 
 
-def timed(fn, repeats: int, warmup: int = 1) -> tuple[list[float], list[float]]:
-    """Wall and process-CPU seconds of each of ``repeats`` calls of ``fn`` (which blocks).
-
-    CPU seconds (all threads) are the fairer measure on a shared machine: other jobs stretch
-    the wall time, far less the CPU time a step needs.
-    """
-    for _ in range(warmup):
+def interleaved(fns: dict[str, Any], repeats: int) -> dict[str, tuple[list, list]]:
+    """Times each callable ``repeats`` times in rounds (A B C, A B C, ...) after one warm-up
+    call each, so a change in the machine's load during the run hits all of them alike."""
+    for fn in fns.values():
         fn()
-    wall, cpu = [], []
+    times = {k: ([], []) for k in fns}
     for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return wall, cpu
+        for k, fn in fns.items():
+            wall, cpu = timed(fn, 1, warmup=0)
+            times[k][0].extend(wall)
+            times[k][1].extend(cpu)
+    return times
 
 
 def summarize(batch: int, wall: list[float], cpu: list[float]) -> dict[str, Any]:
@@ -123,7 +128,12 @@ def _build(variant: str, *, batch: int, image_size: int, overrides: dict, abstra
     return model, graphdef, state, batch_arrays
 
 
-def _compile_train(graphdef, state, batch, *, donate: bool = True):
+def _compile(lowered, options: dict | None):
+    """``options``: per-computation XLA options (the ``XLA_FLAGS`` names without ``--``)."""
+    return lowered.compile(compiler_options=options) if options else lowered.compile()
+
+
+def _compile_train(graphdef, state, batch, *, donate: bool = True, options: dict | None = None):
     import jax
 
     from vit_jax.train_step import make_train_step
@@ -133,19 +143,30 @@ def _compile_train(graphdef, state, batch, *, donate: bool = True):
     t0 = time.perf_counter()
     lowered = step.lower(state, batch, rng)
     t1 = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = _compile(lowered, options)
     t2 = time.perf_counter()
     return compiled, rng, {"lower_s": t1 - t0, "compile_s": t2 - t1, "total_s": t2 - t0}
+
+
+def _compile_forward(model, images, options: dict | None = None):
+    import jax
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))
+    t0 = time.perf_counter()
+    compiled = _compile(fwd.lower(state, images), options)
+    return compiled, state, time.perf_counter() - t0
 
 
 def job_model(variant: str | None = None, batch: int = 32, image_size: int = 224,
               overrides: dict | None = None, forward: bool = True, train: bool = True,
               donate: bool = True, repeats: int = 3, config: str | None = None,
-              num_classes: int = 1000, skip_if_default: bool = False) -> dict[str, Any]:
+              num_classes: int = 1000, skip_if_default: bool = False,
+              forward_options: dict[str, dict] | None = None) -> dict[str, Any]:
     """Inference and train step of one model; ``config`` (a file in ``configs/``) takes the
     model, image size, class count and batch size from that experiment config."""
     import jax
-    from flax import nnx
 
     from vit_jax.models import count_params, model_options
 
@@ -165,16 +186,20 @@ def job_model(variant: str | None = None, batch: int = 32, image_size: int = 224
                                           num_classes=num_classes)
     out["params"] = count_params(model)
     if forward:
-        mgraph, mstate = nnx.split(model)
-        fwd = jax.jit(lambda s, x: nnx.merge(mgraph, s)(x, train=False))
-        t0 = time.perf_counter()
-        compiled = fwd.lower(mstate, data["image"]).compile()
-        compile_s = time.perf_counter() - t0
-        wall, cpu = timed(lambda: compiled(mstate, data["image"]).block_until_ready(), repeats)
-        out["forward"] = {"compile_s": compile_s, "flops": flops_of(compiled),
-                          **summarize(batch, wall, cpu)}
+        # The model's own forward, and the same with each of ``forward_options`` (per-jit XLA
+        # options), timed in interleaved rounds.
+        variants = {"default": None, **(forward_options or {})}
+        compiled = {k: _compile_forward(model, data["image"], o) for k, o in variants.items()}
+        mstate = compiled["default"][1]
+        fns = {k: (lambda c=c: c(mstate, data["image"]).block_until_ready())
+               for k, (c, _, _) in compiled.items()}
+        times = interleaved(fns, repeats)
+        out["forward"] = {"compile_s": compiled["default"][2],
+                          "flops": flops_of(compiled["default"][0]),
+                          **summarize(batch, *times["default"])}
+        out["forward_with"] = {k: summarize(batch, *times[k]) for k in forward_options or {}}
         log(f"{variant} {overrides} forward {out['forward']['img_s']:.1f} img/s")
-        del mgraph, mstate, compiled
+        del mstate, compiled, fns
     if train:
         compiled, rng, compile_times = _compile_train(graphdef, state, data, donate=donate)
         holder = {"state": state}
@@ -189,6 +214,65 @@ def job_model(variant: str | None = None, batch: int = 32, image_size: int = 224
                         **summarize(batch, wall, cpu)}
         log(f"{variant} {overrides} train {out['train']['img_s']:.2f} img/s "
             f"(compile {compile_times['total_s']:.1f} s)")
+    return out
+
+
+def job_compare(variant: str, batch: int = 32, image_size: int = 224,
+                configs: list[dict] | tuple = (), repeats: int = 3) -> dict[str, Any]:
+    """Versions of one model's steps, all compiled first, then timed in interleaved rounds.
+
+    Each config: ``label``, and optionally ``overrides`` (model options), ``options`` (per-jit
+    XLA options), ``donate`` (default True), ``forward`` / ``train`` (default True),
+    ``skip_if_default`` (skip when ``overrides`` are the model's defaults anyway).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from vit_jax.models import model_options
+
+    defaults = model_options(variant)
+    out: dict[str, Any] = {"variant": variant, "batch": batch, "image_size": image_size,
+                           "defaults": {k: v for k, v in defaults.items()
+                                        if isinstance(v, str | bool | int | float)},
+                           "configs": {}}
+    fns: dict[str, Any] = {}
+    for cfg in configs:
+        label, overrides = cfg["label"], dict(cfg.get("overrides") or {})
+        options = cfg.get("options")
+        entry = out["configs"][label] = {"overrides": overrides, "options": options}
+        if cfg.get("skip_if_default") and overrides and all(
+                defaults.get(k) == v for k, v in overrides.items()):
+            entry["skipped"] = "the model's default"
+            continue
+        try:
+            model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
+                                                  overrides=overrides, abstract=False)
+            if cfg.get("forward", True):
+                compiled, mstate, compile_s = _compile_forward(model, data["image"], options)
+                mstate = jax.tree.map(jnp.copy, mstate)  # the train step donates the original
+                entry["forward"] = {"compile_s": compile_s, "flops": flops_of(compiled)}
+                fns[f"{label}|forward"] = (
+                    lambda c=compiled, s=mstate, x=data["image"]: c(s, x).block_until_ready())
+            if cfg.get("train", True):
+                compiled, rng, times = _compile_train(graphdef, state, data, options=options,
+                                                      donate=cfg.get("donate", True))
+                entry["train"] = {**times, "flops": flops_of(compiled),
+                                  "memory": memory_of(compiled)}
+                holder = {"state": state}
+
+                def step(c=compiled, h=holder, d=data, r=rng):
+                    h["state"], metrics = c(h["state"], d, r)
+                    jax.block_until_ready((h["state"], metrics))
+
+                fns[f"{label}|train"] = step
+            log(f"compiled {label}")
+        except Exception as e:  # noqa: BLE001 (an unsupported combination: report, go on)
+            entry["error"] = f"{type(e).__name__}: {e}"
+            log(f"{label} failed: {entry['error']}")
+    times = interleaved(fns, repeats)
+    for key, (wall, cpu) in times.items():
+        label, kind = key.split("|")
+        out["configs"][label][kind].update(summarize(batch, wall, cpu))
     return out
 
 
@@ -290,8 +374,34 @@ def job_quickstart(repeats: int = 3, pipeline_batches: int = 30) -> dict[str, An
             "flops": flops_of(compiled), "ratio": pipeline / train}
 
 
-JOBS = {"peak": job_peak, "model": job_model, "compile": job_compile, "memory": job_memory,
-        "quickstart": job_quickstart}
+def serve(variants: list[str], batch: int = 32, image_size: int = 224) -> None:
+    """Duel worker (``benchmarks/duel.py``): compiles each variant's inference and train step,
+    then runs steps on command, so the driver can alternate with timm step by step."""
+    import jax
+    import jax.numpy as jnp
+
+    steps: dict[str, Any] = {}
+    for variant in variants:
+        model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
+                                              overrides={}, abstract=False)
+        fwd, mstate, _ = _compile_forward(model, data["image"])
+        mstate = jax.tree.map(jnp.copy, mstate)  # the train step donates the original
+        steps[f"{variant}|forward"] = (
+            lambda c=fwd, s=mstate, x=data["image"]: c(s, x).block_until_ready())
+        train, rng, _ = _compile_train(graphdef, state, data)
+        holder = {"state": state}
+
+        def step(c=train, h=holder, d=data, r=rng):
+            h["state"], metrics = c(h["state"], d, r)
+            jax.block_until_ready((h["state"], metrics))
+
+        steps[f"{variant}|train"] = step
+        del model
+    serve_loop(steps, {"jax": jax.__version__})
+
+
+JOBS = {"peak": job_peak, "model": job_model, "compare": job_compare, "compile": job_compile,
+        "memory": job_memory, "quickstart": job_quickstart}
 
 
 def main() -> None:
@@ -299,6 +409,9 @@ def main() -> None:
     from vit_jax.runtime import configure_runtime
 
     added = configure_runtime()
+    if "serve" in spec:
+        serve(**spec["serve"])
+        return
     import jax
 
     header = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "added_by_runtime": added,

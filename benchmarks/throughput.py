@@ -35,23 +35,25 @@ TIMM_NAMES = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224",
 SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "levers")
 QUICKSTART = "configs/quickstart.py"
 PEERS_ENV = "VIT_JAX_PEERS_PYTHON"
-# XLA flag sets compared, each in its own process. None = the environment as is, i.e. with
-# whatever vit_jax.runtime adds on CPU; a string = opt out of those and give exactly these.
-# The first four run by default (``--flag-sets``); "all" adds the other candidates tried.
+# XLA:CPU options compared. Process level: ``XLA_FLAGS`` strings, one process each (None = the
+# environment as is, i.e. with whatever vit_jax.runtime adds on CPU; a string = opt out of
+# that and set exactly this). Per-jit: the same options as ``compiler_options`` of each
+# compilation, all in one process and timed in interleaved rounds (finer ratios).
 YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
 ONEDNN = "--xla_cpu_use_onednn=true"
 FLAG_SETS: dict[str, str | None] = {
     "vit_jax default": None,
     "XLA default (opt-out)": "",
     "YNN fusions off + oneDNN": f"{YNN_OFF} {ONEDNN}",
-    "oneDNN only": ONEDNN,
-    "YNN fusions off only": YNN_OFF,
-    "YNN dot fusions only": "--xla_cpu_experimental_ynn_fusion_type=dot",
-    "YNN +eltwise": "--xla_cpu_experimental_ynn_fusion_type=+eltwise",
-    "oneDNN dot fusions": "--xla_cpu_experimental_onednn_fusion_type=dot",
-    "XNN dot fusions": "--xla_cpu_experimental_xnn_fusion_type=dot",
 }
-DEFAULT_FLAG_SETS = tuple(FLAG_SETS)[:4]
+FLAG_OPTIONS: dict[str, dict] = {
+    "XLA default": {},
+    "YNN fusions off + oneDNN": {"xla_cpu_experimental_ynn_fusion_type": "",
+                                 "xla_cpu_use_onednn": True},
+    "YNN fusions off": {"xla_cpu_experimental_ynn_fusion_type": ""},
+    "oneDNN": {"xla_cpu_use_onednn": True},
+}
+INFERENCE_OPTIONS = {"YNN off": FLAG_OPTIONS["YNN fusions off"]}
 # Levers: model options (and donation) changed one at a time from the model's defaults.
 LEVERS: tuple[tuple[str, dict, bool], ...] = (
     # (name, overrides, also time inference)
@@ -134,7 +136,8 @@ def collect(args: argparse.Namespace) -> dict:
     main_jobs: list[dict] = [{"kind": "peak", "repeats": 5}]
     if "models" in sections:
         main_jobs += [{"kind": "model", "label": f"model {v}", "variant": v, "batch": batch,
-                       "image_size": size, "repeats": reps} for v in variants]
+                       "image_size": size, "repeats": reps,
+                       "forward_options": INFERENCE_OPTIONS} for v in variants]
         main_jobs.append({"kind": "model", "label": "model quickstart", "config": QUICKSTART,
                           "repeats": max(reps, 5)})
     if "memory" in sections:
@@ -153,33 +156,33 @@ def collect(args: argparse.Namespace) -> dict:
     out["main"] = run_jax(main_jobs)
 
     if "flags" in sections:
+        from vit_jax.runtime import configure_runtime  # no jax import: only reads the env
+
+        runtime_adds = configure_runtime(dict(os.environ))
         jobs = [{"kind": "peak", "repeats": 5},
                 {"kind": "model", "variant": args.flags_variant, "batch": batch, "repeats": reps,
                  "image_size": size}]
         out["flags"] = {}
-        from vit_jax.runtime import configure_runtime  # no jax import: only reads the env
-
-        runtime_adds = configure_runtime(dict(os.environ))
-        for name in args.flag_sets:
-            flags = FLAG_SETS[name]
+        for name, flags in FLAG_SETS.items():
             if flags is None and not runtime_adds:
                 continue  # vit_jax adds no flags here: the same as "XLA default (opt-out)"
-            log(f"flag set {name!r}")
+            log(f"XLA_FLAGS set {name!r}")
             out["flags"][name] = run_jax(jobs, flags)
+        configs = [{"label": name, "options": options} for name, options in FLAG_OPTIONS.items()]
+        log(f"per-jit XLA options on {args.flags_variant}, interleaved")
+        out["flag_options"] = run_jax([{"kind": "compare", "variant": args.flags_variant,
+                                        "batch": batch, "image_size": size, "repeats": reps,
+                                        "configs": configs}], "")
 
     if "levers" in sections:
-        jobs = [{"kind": "peak", "repeats": 5},
-                {"kind": "model", "label": "baseline", "variant": args.lever_variant,
-                 "batch": batch, "repeats": reps, "image_size": size}]
-        for name, overrides, forward in LEVERS:
-            jobs.append({"kind": "model", "label": name, "variant": args.lever_variant,
-                         "batch": batch, "repeats": reps, "overrides": overrides,
-                         "image_size": size,
-                         "forward": forward, "donate": name != "no donation",
-                         "skip_if_default": True})
-        jobs.append({**jobs[1], "label": "baseline again"})  # drift over the run
-        log(f"levers on {args.lever_variant}: {len(jobs)} jobs")
-        out["levers"] = run_jax(jobs)
+        configs = [{"label": "baseline"}]
+        configs += [{"label": name, "overrides": overrides, "forward": forward,
+                     "donate": name != "no donation", "skip_if_default": True}
+                    for name, overrides, forward in LEVERS]
+        log(f"levers on {args.lever_variant}, interleaved")
+        out["levers"] = run_jax([{"kind": "compare", "variant": args.lever_variant,
+                                  "batch": batch, "image_size": size, "repeats": reps,
+                                  "configs": configs}])
 
     if args.peers:
         log("timm peers")
@@ -217,9 +220,9 @@ def model_rows(run: dict) -> tuple[list[str], list[str], dict]:
     main = _by_label(run["main"])
     peak = _get(main, "peak", "gflops")
     peers = {r["model"]: r for r in _get(run, "peers", "results") or [] if "error" not in r}
-    lines = ["| model | image | batch | params (M) | inference img/s | train img/s | "
-             "train CPU·s/step | train compile s | train GFLOP/img | train GFLOP/s | MFU |",
-             "|" + "---|" * 11]
+    lines = ["| model | image | batch | params (M) | inference img/s | inference img/s, YNN "
+             "off per-jit | train img/s | train CPU·s/step | train compile s | train GFLOP/img | "
+             "train GFLOP/s | MFU |", "|" + "---|" * 12]
     vs = ["| model | inference img/s: vit_jax / timm | ×timm | ×timm by CPU time | "
           "train img/s: vit_jax / timm | ×timm | ×timm by CPU time |", "|" + "---|" * 7]
     summary = {}
@@ -229,7 +232,7 @@ def model_rows(run: dict) -> tuple[list[str], list[str], dict]:
         if r is None:
             continue
         if "error" in r:
-            lines.append(f"| {label[6:]} | error: {r['error'][:80]} |" + " |" * 9)
+            lines.append(f"| {label[6:]} | error: {r['error'][:80]} |" + " |" * 10)
             continue
         quick = label == "model quickstart"
         name = f"quickstart ({r['variant']})" if quick else r["variant"]
@@ -239,7 +242,8 @@ def model_rows(run: dict) -> tuple[list[str], list[str], dict]:
         entry = summary[name if quick else r["variant"]] = dict(mfu=mfu)
         lines.append(
             f"| {name} | {r['image_size']}² | {r['batch']} | {r['params'] / 1e6:.1f} | "
-            f"{_fmt(fwd.get('img_s'))} | {_fmt(tr.get('img_s'), '.2f')} | "
+            f"{_fmt(fwd.get('img_s'))} | {_fmt(_get(r, 'forward_with', 'YNN off', 'img_s'))} | "
+            f"{_fmt(tr.get('img_s'), '.2f')} | "
             f"{_fmt(tr.get('cpu_s'), '.2f')} | {_fmt(tr.get('total_s'))} | "
             f"{_fmt(tr['flops'] / r['batch'] / 1e9, '.2f')} | {_fmt(gflops, '.0f')} | "
             f"{_fmt(mfu and 100 * mfu, '.0f')}% |")
@@ -300,9 +304,8 @@ def quickstart_rows(run: dict) -> tuple[list[str], dict]:
 
 def flags_rows(run: dict) -> list[str]:
     flags = run.get("flags") or {}
-    base = None
-    lines = ["| XLA flags | `XLA_FLAGS` in effect | f32 matmul GFLOP/s | inference img/s | "
-             "train img/s | train CPU·s/step | train compile s | inference vs XLA default | "
+    lines = ["| `XLA_FLAGS` | in effect | f32 matmul GFLOP/s | inference img/s | train img/s | "
+             "train CPU·s/step | train compile s | inference vs XLA default | "
              "train vs XLA default |", "|---|---|---|---|---|---|---|---|---|"]
     ref = _by_label(flags.get("XLA default (opt-out)", {})).get("model", {})
     for name, proc in flags.items():
@@ -311,52 +314,58 @@ def flags_rows(run: dict) -> list[str]:
         fwd, tr = _get(m, "forward", "img_s"), _get(m, "train", "img_s")
         rf = fwd / _get(ref, "forward", "img_s") if fwd and _get(ref, "forward") else None
         rt = tr / _get(ref, "train", "img_s") if tr and _get(ref, "train") else None
-        base = base or m.get("variant")
         lines.append(f"| {name} | `{proc.get('xla_flags') or '(none)'}` | {_fmt(peak, '.0f')} | "
                      f"{_fmt(fwd)} | {_fmt(tr, '.2f')} | "
                      f"{_fmt(_get(m, 'train', 'cpu_s'), '.2f')} | "
                      f"{_fmt(_get(m, 'train', 'total_s'))} | "
                      f"{_fmt(rf, '.2f')}× | {_fmt(rt, '.2f')}× |")
-    if base:
-        lines.insert(0, f"Model: {base}, batch {run['args']['batch']}, "
-                        f"{run['args']['image_size']}², one process per row.\n")
+    if "vit_jax default" not in flags:
+        lines.append("\n`vit_jax.runtime` adds no flags here, so the vit_jax default is the XLA "
+                     "default row.")
+    return lines if len(lines) > 2 else []
+
+
+def compare_rows(proc: dict, baseline: str, names: list[str]) -> list[str]:
+    """Rows of a ``compare`` job: images/s and ratios to ``baseline`` (interleaved timings)."""
+    res = (proc or {}).get("results") or [{}]
+    cfgs = res[0].get("configs", {})
+    base = cfgs.get(baseline, {})
+    lines = ["| change | inference img/s | ×baseline | train img/s | ×baseline | "
+             "train ×baseline by CPU time | train compile s | train peak MiB |",
+             "|" + "---|" * 8]
+    for name in names:
+        r = cfgs.get(name)
+        if r is None:
+            continue
+        if "error" in r or "skipped" in r:
+            why = r.get("skipped") and f"= baseline ({r['skipped']})" or r["error"][:120]
+            lines.append(f"| {name} | {why} |" + " |" * 6)
+            continue
+        f, t = _get(r, "forward", "img_s"), _get(r, "train", "img_s")
+        bf, bt = _get(base, "forward", "img_s"), _get(base, "train", "img_s")
+        tc, btc = _get(r, "train", "cpu_s"), _get(base, "train", "cpu_s")
+        lines.append(
+            f"| {name} | {_fmt(f)} | {_fmt(f and bf and f / bf, '.2f')} | {_fmt(t, '.2f')} | "
+            f"{_fmt(t and bt and t / bt, '.2f')} | {_fmt(tc and btc and btc / tc, '.2f')} | "
+            f"{_fmt(_get(r, 'train', 'total_s'))} | "
+            f"{_mib(_get(r, 'train', 'memory', 'peak'))} |")
     return lines
 
 
 def levers_rows(run: dict) -> list[str]:
-    lev = _by_label(run.get("levers") or {})
-    base = lev.get("baseline")
-    if not base or "error" in base:
+    proc = run.get("levers")
+    if not proc or not proc.get("results"):
         return []
-    bt, bf = _get(base, "train", "img_s"), _get(base, "forward", "img_s")
-    defaults = base.get("defaults", {})
-    lines = [f"Model: {base['variant']}, batch {base['batch']}, {base['image_size']}²; "
-             "baseline = the model's defaults "
-             f"(patch_embed_method={defaults.get('patch_embed_method')}, "
-             f"attention={defaults.get('attention')}, scan={defaults.get('scan')}, "
-             f"remat_policy={defaults.get('remat_policy')}, donation on).\n",
-             "| change | inference img/s | ×baseline | train img/s | ×baseline | "
-             "train compile s | train peak MiB |", "|---|---|---|---|---|---|---|",
-             f"| baseline | {_fmt(bf)} | 1.00 | {_fmt(bt, '.2f')} | 1.00 | "
-             f"{_fmt(_get(base, 'train', 'total_s'))} | "
-             f"{_mib(_get(base, 'train', 'memory', 'peak'))} |"]
-    for name in [n for n, _, _ in LEVERS] + ["baseline again"]:
-        r = lev.get(name)
-        if r is None:
-            continue
-        if "error" in r:
-            lines.append(f"| {name} | error: {r['error'][:100]} | | | | | |")
-            continue
-        if "skipped" in r:
-            lines.append(f"| {name} | = baseline ({r['skipped']}) | | | | | |")
-            continue
-        f, t = _get(r, "forward", "img_s"), _get(r, "train", "img_s")
-        lines.append(
-            f"| {name} | {_fmt(f)} | "
-            f"{_fmt(f and bf and f / bf, '.2f')} | {_fmt(t, '.2f')} | "
-            f"{_fmt(t and bt and t / bt, '.2f')} | {_fmt(_get(r, 'train', 'total_s'))} | "
-            f"{_mib(_get(r, 'train', 'memory', 'peak'))} |")
-    return lines
+    r = proc["results"][0]
+    if "error" in r:
+        return [f"Levers failed: {r['error'][:300]}"]
+    d = r.get("defaults", {})
+    return [f"Model: {r['variant']}, batch {r['batch']}, {r['image_size']}²; baseline = the "
+            f"model's defaults (patch_embed_method={d.get('patch_embed_method')}, "
+            f"attention={d.get('attention')}, scan={d.get('scan')}, "
+            f"remat_policy={d.get('remat_policy')}, donation on). All compiled first, then "
+            "timed in interleaved rounds in one process.\n",
+            *compare_rows(proc, "baseline", ["baseline"] + [n for n, _, _ in LEVERS])]
 
 
 def target_rows(summary: dict, compile_s: dict, quick: dict) -> list[str]:
@@ -404,9 +413,7 @@ def report(run: dict) -> str:
     cmd = ("python -m benchmarks.throughput --variants " + ",".join(a["variants"])
            + f" --batch {a['batch']} --repeats {a['repeats']}" + (" --peers" if a["peers"] else "")
            + ("" if a["image_size"] == 224 else f" --image-size {a['image_size']}")
-           + ("" if tuple(a["flag_sets"]) == DEFAULT_FLAG_SETS else " --flag-sets "
-              + ("all" if list(a["flag_sets"]) == list(FLAG_SETS) else
-                 "'" + ",".join(a["flag_sets"]) + "'"))
+
            + ("" if set(a["sections"]) == set(SECTIONS) else " --sections "
               + ",".join(a["sections"])))
     out = [
@@ -442,8 +449,15 @@ def report(run: dict) -> str:
         out += ["## Compile time (train step, abstract state)", "", *compile_lines, ""]
     if quick_lines:
         out += ["## Input pipeline vs train step (quickstart config)", "", *quick_lines, ""]
-    if run.get("flags"):
-        out += ["## XLA:CPU flags (each row its own process)", "", *flags_rows(run), ""]
+    if run.get("flags") is not None:
+        v = run["args"]["flags_variant"]
+        out += ["## XLA:CPU flags", "",
+                f"Model: {v}, batch {run['args']['batch']}, {run['args']['image_size']}². "
+                "Each `XLA_FLAGS` row is its own process (XLA reads the variable when the backend "
+                "starts):", "", *flags_rows(run), "",
+                "The same options given per compilation (`jax.jit(...).lower(...).compile("
+                "compiler_options=...)`), all in one process, timed in interleaved rounds:", "",
+                *compare_rows(run.get("flag_options"), "XLA default", list(FLAG_OPTIONS)), ""]
     if lever_lines := levers_rows(run):
         out += ["## Levers (one process, one change at a time)", "", *lever_lines, ""]
     out += ["## Targets", "", *target_rows(summary, compile_s, quick), ""]
@@ -470,10 +484,6 @@ def main(argv: list[str] | None = None) -> None:
                    type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
                    help=f"any of {','.join(SECTIONS)}")
     p.add_argument("--flags-variant", default="Ti/16")
-    p.add_argument("--flag-sets", default=",".join(DEFAULT_FLAG_SETS),
-                   type=lambda s: list(FLAG_SETS) if s == "all" else
-                   [x.strip() for x in s.split(",") if x.strip()],
-                   help=f"'all' or names from {list(FLAG_SETS)}")
     p.add_argument("--lever-variant", default="Ti/16")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS.md"))
     p.add_argument("--json", default=None, help="also write the raw measurements here")
@@ -481,9 +491,6 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections {sorted(unknown)}; valid: {','.join(SECTIONS)}")
-    unknown = set(args.flag_sets) - set(FLAG_SETS)
-    if unknown:
-        p.error(f"unknown flag sets {sorted(unknown)}; valid: 'all' or {list(FLAG_SETS)}")
     run = collect(args)
     text = report(run)
     Path(args.out).write_text(text + "\n")

@@ -15,24 +15,8 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 
-
-def timed(fn, repeats: int, warmup: int = 1) -> tuple[list[float], list[float]]:
-    """Wall and process-CPU seconds of each of ``repeats`` calls of ``fn`` (which blocks).
-
-    CPU seconds (all threads) are the fairer measure on a shared machine: other jobs stretch
-    the wall time, far less the CPU time a step needs.
-    """
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return wall, cpu
+from timing import serve_loop, timed  # a sibling file: this runs as a script
 
 
 def summarize(batch: int, wall: list[float], cpu: list[float]) -> dict:
@@ -76,6 +60,44 @@ def measure(name: str, batch: int, repeats: int, image_size: int = 224) -> dict:
     return out
 
 
+def build_steps(name: str, batch: int, image_size: int = 224) -> dict:
+    """Inference and train-step callables of one timm model (the duel worker's steps)."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=1000, img_size=image_size)
+    x = torch.randn(batch, 3, image_size, image_size)
+    y = torch.randint(0, 1000, (batch,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def forward():
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    def train_step():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return {"forward": forward, "train": train_step}
+
+
+def serve(models: dict[str, str], batch: int, image_size: int = 224) -> None:
+    """Duel worker (``benchmarks/duel.py``): ``models`` maps the vit_jax variant name to the
+    timm model name; the same protocol as ``jax_measure.serve_loop``."""
+    import timm
+    import torch
+
+    steps = {f"{variant}|{kind}": fn for variant, name in models.items()
+             for kind, fn in build_steps(name, batch, image_size).items()}
+    serve_loop(steps, {"torch": torch.__version__, "timm": timm.__version__,
+                       "threads": torch.get_num_threads()})
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     import timm
@@ -83,6 +105,9 @@ def main() -> None:
 
     threads = int(spec.get("threads", 2))
     torch.set_num_threads(threads)
+    if "serve" in spec:
+        serve(**spec["serve"])
+        return
     results = []
     for name in spec["models"]:
         try:

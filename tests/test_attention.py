@@ -22,9 +22,9 @@ TINY = dict(image_size=16, num_classes=5, width=32, depth=2, mlp_dim=64, num_hea
 def qkv(nq, nk=None, dtype=jnp.float32, b=2, h=3, d=8, seed=0):
     kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
     nk = nq if nk is None else nk
-    return (jax.random.normal(kq, (b, nq, h, d), dtype),
-            jax.random.normal(kk, (b, nk, h, d), dtype),
-            jax.random.normal(kv, (b, nk, h, d), dtype))
+    return (jax.random.normal(kq, (b, h, nq, d), dtype),  # the kernels' (B, H, N, hd) layout
+            jax.random.normal(kk, (b, h, nk, d), dtype),
+            jax.random.normal(kv, (b, h, nk, d), dtype))
 
 
 def value_and_grads(fn, q, k, v):
@@ -41,6 +41,18 @@ def value_and_grads(fn, q, k, v):
 
 def standard(q, k, v):
     return standard_attention(q, k, v)[0]
+
+
+def test_standard_equals_textbook_softmax_attention():
+    """The deferred normalisation (divide the output, not the weights) changes nothing."""
+    q, k, v = (np.asarray(a, np.float64) for a in qkv(7, 9))
+    logits = np.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    out, got_weights = standard_attention(*qkv(7, 9), return_weights=True)
+    np.testing.assert_allclose(out, np.einsum("bhqk,bhkd->bhqd", weights, v), atol=1e-6)
+    np.testing.assert_allclose(got_weights, weights, atol=1e-6)
+    assert standard_attention(*qkv(7, 9))[1] is None  # weights only when asked for
 
 
 # (N, query_chunk, key_chunk): chunks that divide N, that need padding (7 = 2 x 4 - 1,
@@ -72,7 +84,7 @@ def test_cross_attention_single_query(nk=300, key_chunk=41):
     q, k, v = qkv(1, nk)
     out, grads = value_and_grads(lambda *a: chunked_attention(*a, key_chunk=key_chunk), q, k, v)
     ref, ref_grads = value_and_grads(standard, q, k, v)
-    assert out.shape == (2, 1, 3, 8)
+    assert out.shape == (2, 3, 1, 8)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
     for g, r in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-5)
@@ -138,7 +150,7 @@ def test_auto_picks_chunked_for_long_sequences_on_cpu():
 
 
 def temp_bytes(fn, n, b=1, h=4, d=32):
-    spec = jax.ShapeDtypeStruct((b, n, h, d), jnp.float32)
+    spec = jax.ShapeDtypeStruct((b, h, n, d), jnp.float32)
     grad = jax.value_and_grad(lambda *a: jnp.sum(fn(*a) ** 2), argnums=(0, 1, 2))
     return jax.jit(grad).lower(spec, spec, spec).compile().memory_analysis().temp_size_in_bytes
 

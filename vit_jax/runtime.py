@@ -1,14 +1,17 @@
 """Process-level setup that must happen before JAX starts its backend: XLA:CPU flags.
 
 XLA reads ``XLA_FLAGS`` once, when the first backend starts, so ``configure_runtime()`` must run
-before any JAX computation (``vit_jax.main`` calls it first thing). It appends flags to whatever
-``XLA_FLAGS`` the user set (a flag the user already gave is never overridden), and only when
-the default backend will be the CPU: the flags are tuned on, and only measured on, XLA:CPU.
+before any JAX computation (``vit_jax.main`` calls it first thing). It appends ``CPU_FLAGS`` to
+whatever ``XLA_FLAGS`` the user set (a flag the user already gave is never overridden), only
+when the default backend will be the CPU (flags tuned on XLA:CPU are never applied to a GPU or
+TPU job), and only flags the installed jaxlib defines (an unknown flag aborts the process).
 
-Why these flags (``python -m benchmarks.throughput`` re-measures them; see
-``benchmarks/RESULTS.md``): on the 2-core AVX-512 machines, XLA:CPU's default YNNPACK fusions
-make the ViT's matmuls slower than plain XLA codegen, and routing matmuls to oneDNN makes them
-faster, most of all the batched attention matmuls and the backward pass's transposed ones.
+``CPU_FLAGS`` is empty today because no flag measured on our 2-core AVX-512 machines speeds up
+the train step (``python -m benchmarks.throughput`` re-measures them; benchmarks/RESULTS.md):
+turning XLA:CPU's YNNPACK fusions off (``--xla_cpu_experimental_ynn_fusion_type=``, with or
+without ``--xla_cpu_use_onednn=true``) speeds inference up a little for some widths but makes
+the ViT train step 2.3-2.5x slower and its compile 3x longer with jax 0.10.2; oneDNN alone
+changes nothing while YNNPACK handles the dots. Put a flag here only with a measurement.
 
 Opt out with ``VIT_JAX_CPU_FLAGS=0`` (then ``XLA_FLAGS`` is left exactly as the user set it).
 """
@@ -25,12 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 OPT_OUT_ENV = "VIT_JAX_CPU_FLAGS"
-# Measured wins on XLA:CPU (benchmarks/RESULTS.md, "XLA:CPU flags"): YNNPACK fusions off
-# (an empty fusion-type list) and oneDNN for dots.
-CPU_FLAGS: tuple[str, ...] = (
-    "--xla_cpu_experimental_ynn_fusion_type=",
-    "--xla_cpu_use_onednn=true",
-)
+# Flags appended on XLA:CPU, each a measured win (see the module docstring for what lost).
+CPU_FLAGS: tuple[str, ...] = ()
 
 
 def configure_runtime(env: Mapping[str, str] | None = None) -> list[str]:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vit_jax.models.attention import KEY_CHUNK, QUERY_CHUNK, Attention
-from vit_jax.models.layers import Dense, LayerNorm, drop_path, dropout
+from vit_jax.models.layers import Dense, LayerNorm, drop_path, dropout, gelu
 
 Array = jax.Array
 
@@ -38,7 +38,7 @@ class Mlp(nnx.Module):
     def __call__(self, x: Array, key: Array | None = None) -> Array:
         # Exact (erf) GELU as timm and PyTorch; Google's Flax ViTs used the tanh form
         # (`gelu_approximate=True`, set when importing their checkpoints): ~1e-3 apart in logits.
-        h = jax.nn.gelu(self.fc1(x), approximate=self.gelu_approximate)
+        h = gelu(self.fc1(x), approximate=self.gelu_approximate)
         return self.fc2(dropout(h, self.dropout_rate, key))
 
 

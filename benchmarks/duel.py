@@ -1,0 +1,148 @@
+"""vit_jax against timm, step for step: two live worker processes that take turns.
+
+  python -m benchmarks.duel [--variants Ti/16,S/16] [--batch 32] [--rounds 9]
+
+Why: on our shared 2-core VMs the speed of the same step drifts by 10-20% over minutes (a
+steady 26 img/s becomes 22 for a while, at the same CPU use), so timing vit_jax and then timm
+minutes later can turn a 1.3x lead into 1.1x or 1.5x. Here both workers compile first, then
+each round runs one step of vit_jax and one of timm back to back (the order alternating by
+round), so both see the same machine. The ratio is the median over rounds of the per-round
+time ratio; images/s are medians too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TIMM_NAMES = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224",
+              "B/16": "vit_base_patch16_224"}
+KINDS = ("forward", "train")
+PAUSE_S = 0.3  # lets the other worker's spinning pool threads go idle before a step
+
+
+class Worker:
+    """A benchmark worker process speaking ``benchmarks.timing.serve_loop``'s protocol."""
+
+    def __init__(self, name: str, cmd: list[str]):
+        self.name = name
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.info: dict = {}
+
+    def wait_ready(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker exited (code {self.proc.wait()}) before "
+                               "it was ready; its error is above")
+        self.info = json.loads(line)
+        return self.info
+
+    def run(self, key: str, n: int = 1) -> dict:
+        self.proc.stdin.write(json.dumps({"run": key, "n": n}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker died running {key}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def log(msg: str) -> None:
+    print(f"[duel] {msg}", file=sys.stderr, flush=True)
+
+
+def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int = 224,
+         peers_python: str | None = None) -> dict:
+    """Per variant and kind: vit_jax and timm images/s (medians) and the median per-round
+    ratio vit_jax/timm (> 1: vit_jax is faster), with its spread."""
+    from benchmarks.throughput import peers_python as find_peers
+
+    exe = peers_python or find_peers()
+    if exe is None:
+        raise RuntimeError("torch + timm not found: `make bench-peers` installs them into "
+                           ".venv-peers (or set VIT_JAX_PEERS_PYTHON)")
+    unknown = [v for v in variants if v not in TIMM_NAMES]
+    if unknown:
+        raise ValueError(f"no timm peer for {unknown}; peers exist for {list(TIMM_NAMES)}")
+    spec = {"variants": variants, "batch": batch, "image_size": image_size}
+    timm_spec = {"models": {v: TIMM_NAMES[v] for v in variants}, "batch": batch,
+                 "image_size": image_size}
+    workers = {}
+    try:
+        # One at a time: compiling while the other one warms up would slow both.
+        log(f"starting the vit_jax worker ({', '.join(variants)}, batch {batch})")
+        workers["vit_jax"] = Worker("vit_jax", [sys.executable, "-m", "benchmarks.jax_measure",
+                                                json.dumps({"serve": spec})])
+        workers["vit_jax"].wait_ready()
+        log(f"starting the timm worker ({exe})")
+        workers["timm"] = Worker("timm", [exe, str(REPO / "benchmarks" / "timm_peers.py"),
+                                          json.dumps({"threads": 2, "serve": timm_spec})])
+        workers["timm"].wait_ready()
+        times = {(v, k, w): [] for v in variants for k in KINDS for w in workers}
+        t0 = time.time()
+        for r in range(rounds):
+            order = ["vit_jax", "timm"] if r % 2 == 0 else ["timm", "vit_jax"]
+            for v in variants:
+                for k in KINDS:
+                    for w in order:
+                        time.sleep(PAUSE_S)
+                        times[(v, k, w)].append(workers[w].run(f"{v}|{k}")["wall"][0])
+            done = r + 1
+            eta = (time.time() - t0) / done * (rounds - done)
+            log(f"round {done}/{rounds} ({time.time() - t0:.0f} s, ETA {eta:.0f} s)")
+        info = {name: w.info for name, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.close()
+    rows = []
+    for v in variants:
+        for k in KINDS:
+            ours, theirs = times[(v, k, "vit_jax")], times[(v, k, "timm")]
+            ratios = sorted(t / o for o, t in zip(ours, theirs, strict=True))
+            rows.append({"variant": v, "kind": k, "timm_model": TIMM_NAMES[v],
+                         "vit_jax_img_s": batch / statistics.median(ours),
+                         "timm_img_s": batch / statistics.median(theirs),
+                         "ratio": statistics.median(ratios), "ratio_min": ratios[0],
+                         "ratio_max": ratios[-1], "vit_jax_s": ours, "timm_s": theirs})
+    return {"batch": batch, "rounds": rounds, "image_size": image_size, "rows": rows,
+            "workers": info}
+
+
+def table(result: dict) -> str:
+    lines = ["| model | step | vit_jax img/s | timm img/s | vit_jax / timm (median of rounds) "
+             "| range over rounds |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['variant']} ({r['timm_model']}) | {r['kind']} | "
+                     f"{r['vit_jax_img_s']:.1f} | {r['timm_img_s']:.1f} | **{r['ratio']:.2f}×** "
+                     f"| {r['ratio_min']:.2f}–{r['ratio_max']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default="Ti/16,S/16")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--image-size", type=int, default=224)
+    args = p.parse_args(argv)
+    result = duel(args.variants.split(","), args.batch, args.rounds, args.image_size)
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()

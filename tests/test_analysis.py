@@ -1,0 +1,100 @@
+"""Attention maps, rollout and position similarity against hand computations."""
+
+import numpy as np
+import pytest
+
+from tests.helpers import tiny_config
+from vit_jax.analysis import (
+    attention_rollout,
+    class_token_attention,
+    patch_position_table,
+    position_similarity,
+    upsample_map,
+)
+from vit_jax.config import build_model
+
+
+def random_attention(depth=3, batch=2, heads=4, tokens=5, seed=0):
+    logits = np.random.default_rng(seed).normal(size=(depth, batch, heads, tokens, tokens))
+    e = np.exp(logits)
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_class_token_attention_is_the_last_layers_class_row_on_the_grid():
+    attn = random_attention(tokens=1 + 6)  # class token + a 2x3 grid
+    maps = class_token_attention(attn, num_prefix=1, grid=(2, 3))
+    assert maps.shape == (2, 4, 2, 3)
+    np.testing.assert_allclose(maps[1, 2].ravel(), attn[-1, 1, 2, 0, 1:])
+    np.testing.assert_allclose(class_token_attention(attn, 1, (2, 3), layer=0)[0, 0].ravel(),
+                               attn[0, 0, 0, 0, 1:])
+
+
+def test_rollout_matches_an_explicit_product():
+    attn = random_attention(depth=3, tokens=1 + 4)
+    got = attention_rollout(attn, num_prefix=1, grid=(2, 2))
+    for b in range(2):
+        r = np.eye(5)
+        for layer in range(3):
+            a = 0.5 * np.eye(5) + 0.5 * attn[layer, b].mean(0)
+            a = a / a.sum(-1, keepdims=True)
+            r = a @ r
+        np.testing.assert_allclose(got[b].ravel(), r[0, 1:], rtol=1e-12)
+
+
+def test_rollout_limits():
+    # Identity attention keeps every token to itself: nothing flows from patches to the class token.
+    eye = np.broadcast_to(np.eye(5), (2, 1, 3, 5, 5))
+    np.testing.assert_allclose(attention_rollout(eye, 1, (2, 2)), 0.0)
+    # Without the residual term, uniform attention spreads the class token evenly.
+    uniform = np.full((2, 1, 3, 5, 5), 0.2)
+    np.testing.assert_allclose(attention_rollout(uniform, 1, (2, 2), residual=0.0), 0.2)
+    # query="mean" works without a class token.
+    no_cls = np.full((1, 1, 1, 4, 4), 0.25)
+    assert attention_rollout(no_cls, 0, (2, 2), query="mean").shape == (1, 2, 2)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(head_fusion="median"), "head_fusion"),
+    (dict(query="cls"), "query"),
+    (dict(residual=1.5), "residual"),
+    (dict(grid=(3, 3)), "does not match 1 prefix tokens"),
+])
+def test_rollout_errors(kwargs, match):
+    args = dict(num_prefix=1, grid=(2, 2)) | kwargs
+    with pytest.raises(ValueError, match=match):
+        attention_rollout(random_attention(tokens=5), **args)
+
+
+def test_class_token_attention_needs_a_class_token():
+    with pytest.raises(ValueError, match="no class token"):
+        class_token_attention(random_attention(tokens=4), num_prefix=0, grid=(2, 2))
+
+
+def test_position_similarity():
+    table = np.random.default_rng(1).normal(size=(3, 4, 8))
+    sim = position_similarity(table)
+    assert sim.shape == (3, 4, 3, 4)
+    flat = sim.reshape(12, 12)
+    np.testing.assert_allclose(np.diag(flat), 1.0)
+    np.testing.assert_allclose(flat, flat.T)
+    a, b = table[1, 2], table[2, 0]
+    np.testing.assert_allclose(sim[1, 2, 2, 0], a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    with pytest.raises(ValueError, match="grid_h, grid_w, width"):
+        position_similarity(table.reshape(12, 8))
+
+
+def test_model_attention_and_tables_plug_in():
+    config = tiny_config()  # 8x8 images, patch 4: class token + 2x2 grid
+    model = build_model(config, 10)
+    images = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
+    _, extras = model(images, return_attention=True)
+    maps = class_token_attention(extras["attention"], model.num_prefix, model.grid)
+    rollout = attention_rollout(extras["attention"], model.num_prefix, model.grid)
+    assert maps.shape == (2, config.model.num_heads, 2, 2)
+    assert rollout.shape == (2, 2, 2) and np.all(rollout > 0)
+    table = patch_position_table(model)
+    assert table.shape == (2, 2, config.model.width)
+    np.testing.assert_array_equal(table.reshape(4, -1),
+                                  np.asarray(model.posemb.pos_embedding[...])[0, 1:])
+    assert upsample_map(maps[0, 0], (8, 8)).shape == (8, 8)
+    assert upsample_map(maps[0, 0], (8, 8))[3, 5] == maps[0, 0, 0, 1]

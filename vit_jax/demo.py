@@ -1,0 +1,61 @@
+"""A trained workdir for notebooks and examples: ``runs/quickstart`` if it exists, else seconds
+of training on the embedded digits, so every notebook runs on a fresh machine (and in CI).
+
+The small run is cached in ``runs/demo`` (one per step count), so the notebooks share one
+training; a file lock makes notebooks started at the same time train it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART_WORKDIR = REPO / "runs" / "quickstart"
+DEMO_ROOT = REPO / "runs" / "demo"
+
+
+def quick_config(steps: int = 150):
+    """configs/quickstart.py shrunk to seconds: a 2-layer, 64-wide ViT, higher lr, sync saves."""
+    from vit_jax.sweep import load_config
+
+    config = load_config(REPO / "configs" / "quickstart.py")
+    config.model.update(width=64, depth=2, num_heads=2, mlp_dim=128)
+    config.update(total_steps=steps, batch_size=64, eval_every_steps=steps,
+                  checkpoint_every_steps=steps, log_every_steps=max(1, steps // 3))
+    config.optim.update(lr=3e-3, warmup_steps=max(1, steps // 10))
+    config.checkpoint.async_save = False
+    return config
+
+
+def trained_workdir(workdir: str | Path | None = None, *, steps: int = 150) -> Path:
+    """``workdir`` (default ``runs/quickstart``) if it holds checkpoints; otherwise the cached
+    small run ``runs/demo/steps_<steps>``, trained first if missing (``quick_config(steps)``).
+
+    The training log is hidden (it is long); one line says what was used or trained.
+    """
+    path = Path(workdir) if workdir is not None else QUICKSTART_WORKDIR
+    if (path / "checkpoints").is_dir():
+        print(f"using the trained run {path}")
+        return path
+    cached = DEMO_ROOT / f"steps_{steps}"
+    DEMO_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(DEMO_ROOT / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another notebook may be training it right now
+        if (cached / "checkpoints").is_dir():
+            print(f"no trained run at {path}; using the cached small run {cached}")
+            return cached
+        from vit_jax.train import train_and_evaluate
+
+        tmp = Path(tempfile.mkdtemp(prefix=f".steps_{steps}_", dir=DEMO_ROOT))
+        with contextlib.redirect_stdout(io.StringIO()):
+            results = train_and_evaluate(quick_config(steps), tmp)
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)  # complete or absent: an interrupted training is never reused
+    print(f"no trained run at {path}; trained a small ViT for {steps} steps into {cached}: "
+          f"eval accuracy {results['final']['eval/accuracy']:.3f}")
+    return cached
