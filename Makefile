@@ -4,7 +4,10 @@ STAMP := .venv/.installed
 CONFIG ?= configs/quickstart.py
 WORKDIR ?= runs/quickstart
 
-.PHONY: install test lint train bench clean
+PEERS := .venv-peers/bin/python
+PEERS_STAMP := .venv-peers/.installed
+
+.PHONY: install test lint train bench bench-peers clean
 
 install: $(STAMP)
 
@@ -24,6 +27,20 @@ test: lint
 
 train: install
 	$(PY) -m vit_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
+
+# Benchmarks (benchmarks/RESULTS.md); bench-peers also times timm, from its own venv: torch and
+# timm are never vit_jax dependencies. pip (not uv) takes torch from this machine's local cache.
+bench: install
+	$(PY) -m benchmarks.throughput
+
+bench-peers: install $(PEERS_STAMP)
+	$(PY) -m benchmarks.throughput --peers
+
+$(PEERS_STAMP):
+	test -x $(PEERS) || python3 -m venv .venv-peers
+	$(PEERS) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PEERS) -m pip install -q timm==1.0.31
+	touch $(PEERS_STAMP)
 
 clean:
 	rm -rf .venv runs

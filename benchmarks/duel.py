@@ -13,7 +13,9 @@ time ratio; images/s are medians too.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIMM_NAMES = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224",
               "B/16": "vit_base_patch16_224"}
 KINDS = ("forward", "train")
+PEERS_ENV = "VIT_JAX_PEERS_PYTHON"
 PAUSE_S = 0.3  # lets the other worker's spinning pool threads go idle before a step
 
 
@@ -66,13 +69,22 @@ def log(msg: str) -> None:
     print(f"[duel] {msg}", file=sys.stderr, flush=True)
 
 
+def peers_python() -> str | None:
+    """An interpreter with torch + timm: $VIT_JAX_PEERS_PYTHON, .venv-peers, or this one."""
+    candidates = [os.environ.get(PEERS_ENV), str(REPO / ".venv-peers" / "bin" / "python")]
+    for exe in filter(None, candidates):
+        if Path(exe).exists():
+            return exe
+    if importlib.util.find_spec("timm") and importlib.util.find_spec("torch"):
+        return sys.executable
+    return None
+
+
 def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int = 224,
-         peers_python: str | None = None) -> dict:
+         python: str | None = None) -> dict:
     """Per variant and kind: vit_jax and timm images/s (medians) and the median per-round
     ratio vit_jax/timm (> 1: vit_jax is faster), with its spread."""
-    from benchmarks.throughput import peers_python as find_peers
-
-    exe = peers_python or find_peers()
+    exe = python or peers_python()
     if exe is None:
         raise RuntimeError("torch + timm not found: `make bench-peers` installs them into "
                            ".venv-peers (or set VIT_JAX_PEERS_PYTHON)")

@@ -6,10 +6,11 @@
 Quick look (~3 min): ``--variants Ti/16 --repeats 2 --sections models,flags``.
 
 Writes a markdown report (default ``benchmarks/RESULTS.md``) and prints it. Every measurement
-runs in a subprocess (``benchmarks/jax_measure.py``; timm in ``benchmarks/timm_peers.py``), one
-per set of XLA flags, because ``XLA_FLAGS`` is read once, when JAX's backend starts. The main
-process only orchestrates, so numbers in one table share a process and its flags; ratios
-between processes (flags on/off, vit_jax/timm) come from the same run, minutes apart.
+runs in a subprocess (``benchmarks/jax_measure.py``), one per set of XLA flags, because
+``XLA_FLAGS`` is read once, when JAX's backend starts. The main process only orchestrates, so
+numbers in one table share a process and its flags. ``--peers`` compares with timm step for step
+(``benchmarks/duel.py``: a vit_jax and a timm worker alive together, taking turns), because the
+machine's speed drifts too much over minutes for ratios of separate runs.
 
 Timing: each step is run once to warm up, then ``--repeats`` times; tables show medians.
 MFU = XLA ``cost_analysis()`` FLOPs of the step / step time, over the median GFLOP/s of a
@@ -20,7 +21,6 @@ the compiled train step (peak = arguments + outputs - donated aliases + temporar
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -29,12 +29,12 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.duel import TIMM_NAMES, duel
+from benchmarks.duel import table as duel_table
+
 REPO = Path(__file__).resolve().parents[1]
-TIMM_NAMES = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224",
-              "B/16": "vit_base_patch16_224"}
 SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "levers")
 QUICKSTART = "configs/quickstart.py"
-PEERS_ENV = "VIT_JAX_PEERS_PYTHON"
 # XLA:CPU options compared. Process level: ``XLA_FLAGS`` strings, one process each (None = the
 # environment as is, i.e. with whatever vit_jax.runtime adds on CPU; a string = opt out of
 # that and set exactly this). Per-jit: the same options as ``compiler_options`` of each
@@ -94,34 +94,6 @@ def run_jax(jobs: list[dict], xla_flags: str | None = None) -> dict:
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"benchmark worker failed (exit {proc.returncode}); see stderr above")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def peers_python() -> str | None:
-    """An interpreter with torch + timm: $VIT_JAX_PEERS_PYTHON, .venv-peers, or this one."""
-    candidates = [os.environ.get(PEERS_ENV), str(REPO / ".venv-peers" / "bin" / "python")]
-    for exe in filter(None, candidates):
-        if Path(exe).exists():
-            return exe
-    if importlib.util.find_spec("timm") and importlib.util.find_spec("torch"):
-        return sys.executable
-    return None
-
-
-def run_peers(variants: list[str], batch: int, repeats: int, image_size: int = 224) -> dict:
-    exe = peers_python()
-    names = [TIMM_NAMES[v] for v in variants if v in TIMM_NAMES]
-    if exe is None:
-        return {"error": "torch + timm not found: `make bench-peers` installs them into "
-                         f".venv-peers (or set ${PEERS_ENV})"}
-    if not names:
-        return {"error": f"no timm peer for {variants}; peers exist for {list(TIMM_NAMES)}"}
-    spec = {"models": names, "batch": batch, "repeats": repeats, "threads": 2,
-            "image_size": image_size}
-    proc = subprocess.run([exe, str(REPO / "benchmarks" / "timm_peers.py"), json.dumps(spec)],
-                          stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return {"error": f"timm_peers.py failed (exit {proc.returncode}) under {exe}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -185,8 +157,12 @@ def collect(args: argparse.Namespace) -> dict:
                                   "configs": configs}])
 
     if args.peers:
-        log("timm peers")
-        out["peers"] = run_peers(variants, batch, reps, size)
+        peers = [v for v in variants if v in TIMM_NAMES]
+        log(f"vit_jax vs timm, step for step: {peers}")
+        try:
+            out["duel"] = duel(peers, batch, rounds=max(reps, 7), image_size=size)
+        except (RuntimeError, ValueError) as e:
+            out["duel"] = {"error": str(e)}
     out["load_after"] = os.getloadavg()
     out["minutes"] = (time.time() - out["started"]) / 60
     return out
@@ -219,12 +195,9 @@ def model_rows(run: dict) -> tuple[list[str], list[str], dict]:
     """The vit_jax throughput table, the vit_jax-vs-timm table, and a summary for targets."""
     main = _by_label(run["main"])
     peak = _get(main, "peak", "gflops")
-    peers = {r["model"]: r for r in _get(run, "peers", "results") or [] if "error" not in r}
     lines = ["| model | image | batch | params (M) | inference img/s | inference img/s, YNN "
              "off per-jit | train img/s | train CPU·s/step | train compile s | train GFLOP/img | "
              "train GFLOP/s | MFU |", "|" + "---|" * 12]
-    vs = ["| model | inference img/s: vit_jax / timm | ×timm | ×timm by CPU time | "
-          "train img/s: vit_jax / timm | ×timm | ×timm by CPU time |", "|" + "---|" * 7]
     summary = {}
     labels = [f"model {v}" for v in run["args"]["variants"]] + ["model quickstart"]
     for label in labels:
@@ -239,7 +212,7 @@ def model_rows(run: dict) -> tuple[list[str], list[str], dict]:
         fwd, tr = r.get("forward", {}), r.get("train", {})
         gflops = tr["flops"] / tr["step_s"] / 1e9 if tr else None
         mfu = gflops / peak if gflops and peak else None
-        entry = summary[name if quick else r["variant"]] = dict(mfu=mfu)
+        summary[name if quick else r["variant"]] = dict(mfu=mfu)
         lines.append(
             f"| {name} | {r['image_size']}² | {r['batch']} | {r['params'] / 1e6:.1f} | "
             f"{_fmt(fwd.get('img_s'))} | {_fmt(_get(r, 'forward_with', 'YNN off', 'img_s'))} | "
@@ -247,19 +220,10 @@ def model_rows(run: dict) -> tuple[list[str], list[str], dict]:
             f"{_fmt(tr.get('cpu_s'), '.2f')} | {_fmt(tr.get('total_s'))} | "
             f"{_fmt(tr['flops'] / r['batch'] / 1e9, '.2f')} | {_fmt(gflops, '.0f')} | "
             f"{_fmt(mfu and 100 * mfu, '.0f')}% |")
-        peer = {} if quick else peers.get(TIMM_NAMES.get(r["variant"], ""), {})
-        if not peer:
-            continue
-        cells = []
-        for kind, ours in (("forward", fwd), ("train", tr)):
-            theirs = peer.get(kind, {})
-            ratio = ours["img_s"] / theirs["img_s"] if ours and theirs else None
-            cpu_ratio = theirs["cpu_s"] / ours["cpu_s"] if ours and theirs else None
-            entry[f"ratio_{kind}"], entry[f"cpu_ratio_{kind}"] = ratio, cpu_ratio
-            cells.append(f"{_fmt(ours.get('img_s'))} / {_fmt(theirs.get('img_s'))} | "
-                         f"**{_fmt(ratio, '.2f')}** | {_fmt(cpu_ratio, '.2f')}")
-        vs.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines, vs if len(vs) > 2 else [], summary
+    for row in _get(run, "duel", "rows") or []:
+        summary.setdefault(row["variant"], {})[f"ratio_{row['kind']}"] = row["ratio"]
+    vs = duel_table(run["duel"]).splitlines() if _get(run, "duel", "rows") else []
+    return lines, vs, summary
 
 
 def memory_rows(run: dict) -> list[str]:
@@ -406,7 +370,8 @@ def report(run: dict) -> str:
     model_lines, vs_lines, summary = model_rows(run)
     compile_lines, compile_s = compile_rows(run)
     quick_lines, quick = quickstart_rows(run)
-    peers = run.get("peers") or {}
+    workers = _get(run, "duel", "workers") or {}
+    peers = workers.get("timm") or {"error": _get(run, "duel", "error")}
     cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
                 if line.startswith("model name")), platform.processor())
     a = run["args"]
@@ -432,16 +397,18 @@ def report(run: dict) -> str:
            if max(run['load_before'][0], run['load_after'][0]) > 2.5 else "."),
         "- Peers: " + (f"torch {peers['torch']}, timm {peers['timm']}, "
                         f"{peers['threads']} threads, same batch, f32."
-                        if "torch" in peers else peers.get("error", "not run (`--peers`).")),
+                        if "torch" in peers else peers.get("error") or "not run (`--peers`)."),
         f"- Timing: median of {a['repeats']} steps after one warm-up step; train step = "
         "forward + backward + AdamW (`make_train_step`, jitted with state donation).", "",
         "## Throughput", "", *model_lines, "",
     ]
     if vs_lines:
-        out += ["## vit_jax vs timm (same batch, same session)", "",
-                "×timm = vit_jax images/s over timm's; by CPU time = timm's CPU seconds per step "
-                "over vit_jax's (less sensitive to other jobs on the machine).", "",
-                *vs_lines, ""]
+        d = run["duel"]
+        out += ["## vit_jax vs timm, step for step (`benchmarks/duel.py`)", "",
+                f"Two live workers, batch {d['batch']}, {d['image_size']}², f32; {d['rounds']} "
+                "rounds, each one vit_jax step and one timm step back to back (order alternating), "
+                "so both see the same machine. Ratio = median over rounds of timm's step time "
+                "over vit_jax's (> 1: vit_jax is faster).", "", *vs_lines, ""]
     if memory := memory_rows(run)[2:]:
         out += ["## Train-step memory by remat policy (XLA `memory_analysis`)", "",
                 *memory_rows(run)[:2], *memory, ""]
