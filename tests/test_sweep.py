@@ -19,8 +19,9 @@ from vit_jax.sweep.runner import Preempted, run_sweep
 SWEEPS = Path(__file__).parent.parent / "configs" / "sweeps"
 # (file, arg): every sweep config with every argument its docstring advertises.
 SHIPPED = [("patch_size", None), ("patch_size", "16"), ("patch_size", "32"),
-           ("patch_size", "smoke"), ("posemb", None), ("posemb", "smoke"), ("vit_vs_cnn", None),
-           ("vit_vs_cnn", "smoke"), ("resolution", None), ("resolution", "smoke")]
+           ("patch_size", "digits"), ("patch_size", "smoke"), ("posemb", None),
+           ("posemb", "smoke"), ("vit_vs_cnn", None), ("vit_vs_cnn", "smoke"),
+           ("resolution", None), ("resolution", "smoke")]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
