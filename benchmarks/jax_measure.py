@@ -217,16 +217,59 @@ def job_model(variant: str | None = None, batch: int = 32, image_size: int = 224
     return out
 
 
+def _erfc_gelu(x, approximate: bool = False):
+    import jax
+
+    return jax.nn.gelu(x, approximate=approximate)  # exact form through erfc (jax's default)
+
+
+def _normalise_first(q, k, v, *, return_weights: bool = False):
+    """Textbook softmax attention: normalise the (N, N) weights, then multiply by v."""
+    import jax
+    import jax.numpy as jnp
+
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q * q.shape[-1] ** -0.5, k)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, v), weights if return_weights else None
+
+
+# The alternatives our defaults beat, as (module, attribute, replacement), applied while a
+# ``compare`` config is traced: levers that are implementation choices, not model options.
+ALTERNATIVES = {
+    "qkv as three matmuls": ("vit_jax.models.attention", "FUSED_QKV", False),
+    "GELU via erfc (jax.nn.gelu)": ("vit_jax.models.encoder", "gelu", _erfc_gelu),
+    "softmax normalised before PV": ("vit_jax.models.attention", "standard_attention",
+                                     _normalise_first),
+}
+
+
+class _Alternative:
+    """Temporarily swaps one module attribute (see ``ALTERNATIVES``)."""
+
+    def __init__(self, name: str | None):
+        self.spec = ALTERNATIVES[name] if name else None
+
+    def __enter__(self):
+        if self.spec:
+            module, attr, value = self.spec
+            self.module = importlib.import_module(module)
+            self.saved = getattr(self.module, attr)
+            setattr(self.module, attr, value)
+
+    def __exit__(self, *exc):
+        if self.spec:
+            setattr(self.module, self.spec[1], self.saved)
+
+
 def job_compare(variant: str, batch: int = 32, image_size: int = 224,
                 configs: list[dict] | tuple = (), repeats: int = 3) -> dict[str, Any]:
     """Versions of one model's steps, all compiled first, then timed in interleaved rounds.
 
     Each config: ``label``, and optionally ``overrides`` (model options), ``options`` (per-jit
-    XLA options), ``donate`` (default True), ``forward`` / ``train`` (default True),
-    ``skip_if_default`` (skip when ``overrides`` are the model's defaults anyway).
+    XLA options), ``alternative`` (a name in ``ALTERNATIVES``), ``donate`` (default True),
+    ``forward`` / ``train`` (default True), ``skip_if_default`` (skip when ``overrides`` are
+    the model's defaults anyway).
     """
-    import jax
-    import jax.numpy as jnp
 
     from vit_jax.models import model_options
 
@@ -245,26 +288,7 @@ def job_compare(variant: str, batch: int = 32, image_size: int = 224,
             entry["skipped"] = "the model's default"
             continue
         try:
-            model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
-                                                  overrides=overrides, abstract=False)
-            if cfg.get("forward", True):
-                compiled, mstate, compile_s = _compile_forward(model, data["image"], options)
-                mstate = jax.tree.map(jnp.copy, mstate)  # the train step donates the original
-                entry["forward"] = {"compile_s": compile_s, "flops": flops_of(compiled)}
-                fns[f"{label}|forward"] = (
-                    lambda c=compiled, s=mstate, x=data["image"]: c(s, x).block_until_ready())
-            if cfg.get("train", True):
-                compiled, rng, times = _compile_train(graphdef, state, data, options=options,
-                                                      donate=cfg.get("donate", True))
-                entry["train"] = {**times, "flops": flops_of(compiled),
-                                  "memory": memory_of(compiled)}
-                holder = {"state": state}
-
-                def step(c=compiled, h=holder, d=data, r=rng):
-                    h["state"], metrics = c(h["state"], d, r)
-                    jax.block_until_ready((h["state"], metrics))
-
-                fns[f"{label}|train"] = step
+            _compare_one(cfg, entry, fns, variant, batch, image_size, overrides, options)
             log(f"compiled {label}")
         except Exception as e:  # noqa: BLE001 (an unsupported combination: report, go on)
             entry["error"] = f"{type(e).__name__}: {e}"
@@ -274,6 +298,35 @@ def job_compare(variant: str, batch: int = 32, image_size: int = 224,
         label, kind = key.split("|")
         out["configs"][label][kind].update(summarize(batch, wall, cpu))
     return out
+
+
+def _compare_one(cfg, entry, fns, variant, batch, image_size, overrides, options) -> None:
+    """Builds and compiles one ``job_compare`` config, adding its timed steps to ``fns``."""
+    import jax
+    import jax.numpy as jnp
+
+    label = cfg["label"]
+    with _Alternative(cfg.get("alternative")):  # traced (so applied) inside the compiles
+        model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
+                                              overrides=overrides, abstract=False)
+        if cfg.get("forward", True):
+            compiled, mstate, compile_s = _compile_forward(model, data["image"], options)
+            mstate = jax.tree.map(jnp.copy, mstate)  # the train step donates the original
+            entry["forward"] = {"compile_s": compile_s, "flops": flops_of(compiled)}
+            fns[f"{label}|forward"] = (
+                lambda c=compiled, s=mstate, x=data["image"]: c(s, x).block_until_ready())
+        if cfg.get("train", True):
+            compiled, rng, times = _compile_train(graphdef, state, data, options=options,
+                                                  donate=cfg.get("donate", True))
+            entry["train"] = {**times, "flops": flops_of(compiled),
+                              "memory": memory_of(compiled)}
+            holder = {"state": state}
+
+            def step(c=compiled, h=holder, d=data, r=rng):
+                h["state"], metrics = c(h["state"], d, r)
+                jax.block_until_ready((h["state"], metrics))
+
+            fns[f"{label}|train"] = step
 
 
 def job_compile(variant: str, batch: int = 32, image_size: int = 224,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from benchmarks.duel import TIMM_NAMES, duel
 from benchmarks.duel import table as duel_table
+from benchmarks.jax_measure import ALTERNATIVES
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "levers")
@@ -153,6 +154,7 @@ def collect(args: argparse.Namespace) -> dict:
         configs += [{"label": name, "overrides": overrides, "forward": forward,
                      "donate": name != "no donation", "skip_if_default": True}
                     for name, overrides, forward in LEVERS]
+        configs += [{"label": name, "alternative": name} for name in ALTERNATIVES]
         log(f"levers on {args.lever_variant}, interleaved")
         out["levers"] = run_jax([{"kind": "compare", "variant": args.lever_variant,
                                   "batch": batch, "image_size": size, "repeats": reps,
@@ -332,8 +334,12 @@ def levers_rows(run: dict) -> list[str]:
             f"model's defaults (patch_embed_method={d.get('patch_embed_method')}, "
             f"attention={d.get('attention')}, scan={d.get('scan')}, "
             f"remat_policy={d.get('remat_policy')}, donation on). All compiled first, then "
-            "timed in interleaved rounds in one process.\n",
-            *compare_rows(proc, "baseline", ["baseline"] + [n for n, _, _ in LEVERS])]
+            "timed in interleaved rounds in one process. The last rows put back, one at a "
+            "time, the implementations our defaults replaced (three q/k/v matmuls instead of "
+            "one fused matmul, GELU through erfc, softmax weights normalised before the PV "
+            "matmul).\n",
+            *compare_rows(proc, "baseline",
+                          ["baseline"] + [n for n, _, _ in LEVERS] + list(ALTERNATIVES))]
 
 
 def target_rows(summary: dict, compile_s: dict, quick: dict) -> list[str]:
