@@ -83,7 +83,9 @@ def peers_python() -> str | None:
 def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int = 224,
          python: str | None = None) -> dict:
     """Per variant and kind: vit_jax and timm images/s (medians) and the median per-round
-    ratio vit_jax/timm (> 1: vit_jax is faster), with its spread."""
+    ratio vit_jax/timm (> 1: vit_jax is faster), with its spread. Each variant gets its own
+    pair of workers, so each process holds one model, as a training job does (a process
+    holding several compiled models ran its steps up to 20% slower, timm's less so)."""
     exe = python or peers_python()
     if exe is None:
         raise RuntimeError("torch + timm not found: `make bench-peers` installs them into "
@@ -91,48 +93,53 @@ def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int 
     unknown = [v for v in variants if v not in TIMM_NAMES]
     if unknown:
         raise ValueError(f"no timm peer for {unknown}; peers exist for {list(TIMM_NAMES)}")
-    spec = {"variants": variants, "batch": batch, "image_size": image_size}
-    timm_spec = {"models": {v: TIMM_NAMES[v] for v in variants}, "batch": batch,
-                 "image_size": image_size}
-    workers = {}
-    try:
-        # One at a time: compiling while the other one warms up would slow both.
-        log(f"starting the vit_jax worker ({', '.join(variants)}, batch {batch})")
-        workers["vit_jax"] = Worker("vit_jax", [sys.executable, "-m", "benchmarks.jax_measure",
-                                                json.dumps({"serve": spec})])
-        workers["vit_jax"].wait_ready()
-        log(f"starting the timm worker ({exe})")
-        workers["timm"] = Worker("timm", [exe, str(REPO / "benchmarks" / "timm_peers.py"),
-                                          json.dumps({"threads": 2, "serve": timm_spec})])
-        workers["timm"].wait_ready()
-        times = {(v, k, w): [] for v in variants for k in KINDS for w in workers}
-        t0 = time.time()
-        for r in range(rounds):
-            order = ["vit_jax", "timm"] if r % 2 == 0 else ["timm", "vit_jax"]
-            for v in variants:
-                for k in KINDS:
-                    for w in order:
-                        time.sleep(PAUSE_S)
-                        times[(v, k, w)].append(workers[w].run(f"{v}|{k}")["wall"][0])
-            done = r + 1
-            eta = (time.time() - t0) / done * (rounds - done)
-            log(f"round {done}/{rounds} ({time.time() - t0:.0f} s, ETA {eta:.0f} s)")
-        info = {name: w.info for name, w in workers.items()}
-    finally:
-        for w in workers.values():
-            w.close()
-    rows = []
-    for v in variants:
+    rows, info = [], {}
+    for variant in variants:
+        times, info = _duel_one(variant, batch, rounds, image_size, exe)
         for k in KINDS:
-            ours, theirs = times[(v, k, "vit_jax")], times[(v, k, "timm")]
+            ours, theirs = times[(k, "vit_jax")], times[(k, "timm")]
             ratios = sorted(t / o for o, t in zip(ours, theirs, strict=True))
-            rows.append({"variant": v, "kind": k, "timm_model": TIMM_NAMES[v],
+            rows.append({"variant": variant, "kind": k, "timm_model": TIMM_NAMES[variant],
                          "vit_jax_img_s": batch / statistics.median(ours),
                          "timm_img_s": batch / statistics.median(theirs),
                          "ratio": statistics.median(ratios), "ratio_min": ratios[0],
                          "ratio_max": ratios[-1], "vit_jax_s": ours, "timm_s": theirs})
     return {"batch": batch, "rounds": rounds, "image_size": image_size, "rows": rows,
             "workers": info}
+
+
+def _duel_one(variant: str, batch: int, rounds: int, image_size: int,
+              exe: str) -> tuple[dict, dict]:
+    """Step times {(kind, worker): [seconds per round]} of one variant, and the workers' info."""
+    spec = {"variants": [variant], "batch": batch, "image_size": image_size}
+    timm_spec = {"models": {variant: TIMM_NAMES[variant]}, "batch": batch,
+                 "image_size": image_size}
+    workers = {}
+    try:
+        # One at a time: compiling while the other one warms up would slow both.
+        log(f"{variant}: starting the vit_jax worker (batch {batch})")
+        workers["vit_jax"] = Worker("vit_jax", [sys.executable, "-m", "benchmarks.jax_measure",
+                                                json.dumps({"serve": spec})])
+        workers["vit_jax"].wait_ready()
+        log(f"{variant}: starting the timm worker ({exe})")
+        workers["timm"] = Worker("timm", [exe, str(REPO / "benchmarks" / "timm_peers.py"),
+                                          json.dumps({"threads": 2, "serve": timm_spec})])
+        workers["timm"].wait_ready()
+        times = {(k, w): [] for k in KINDS for w in workers}
+        t0 = time.time()
+        for r in range(rounds):
+            order = ["vit_jax", "timm"] if r % 2 == 0 else ["timm", "vit_jax"]
+            for k in KINDS:
+                for w in order:
+                    time.sleep(PAUSE_S)
+                    times[(k, w)].append(workers[w].run(f"{variant}|{k}")["wall"][0])
+            done = r + 1
+            eta = (time.time() - t0) / done * (rounds - done)
+            log(f"{variant}: round {done}/{rounds} ({time.time() - t0:.0f} s, ETA {eta:.0f} s)")
+        return times, {name: w.info for name, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.close()
 
 
 def table(result: dict) -> str:

@@ -14,7 +14,7 @@ Job kinds:
   memory-analysis bytes of the real ``make_train_step`` (AdamW, jitted with donation);
   ``forward_options`` also times inference compiled with other per-jit XLA options.
 - ``compare``: several versions of one model (model options, per-jit XLA options, donation)
-  compiled up front and timed in interleaved rounds, for ratios that survive a busy machine.
+  each timed against the first (baseline) in ABBA pairs, for ratios that survive a busy machine.
 - ``memory``: compile-only train-step memory for each remat policy.
 - ``compile``: compile-only train-step time from abstract state (no parameter memory, so H/14
   is cheap to compile even where it would not fit).
@@ -263,14 +263,16 @@ class _Alternative:
 
 def job_compare(variant: str, batch: int = 32, image_size: int = 224,
                 configs: list[dict] | tuple = (), repeats: int = 3) -> dict[str, Any]:
-    """Versions of one model's steps, all compiled first, then timed in interleaved rounds.
+    """Versions of one model's steps against the first config (the baseline), in pairs.
 
     Each config: ``label``, and optionally ``overrides`` (model options), ``options`` (per-jit
     XLA options), ``alternative`` (a name in ``ALTERNATIVES``), ``donate`` (default True),
     ``forward`` / ``train`` (default True), ``skip_if_default`` (skip when ``overrides`` are
-    the model's defaults anyway).
+    the model's defaults anyway). Each version is compiled, timed against the baseline in
+    ABBA order (``repeats`` pairs; the ratio is the median of per-pair ratios) and freed
+    before the next, so the process never holds more than two models: holding many slowed
+    every step by up to 20% and blurred the ratios.
     """
-
     from vit_jax.models import model_options
 
     defaults = model_options(variant)
@@ -278,8 +280,8 @@ def job_compare(variant: str, batch: int = 32, image_size: int = 224,
                            "defaults": {k: v for k, v in defaults.items()
                                         if isinstance(v, str | bool | int | float)},
                            "configs": {}}
-    fns: dict[str, Any] = {}
-    for cfg in configs:
+    base_fns: dict[str, Any] = {}
+    for i, cfg in enumerate(configs):
         label, overrides = cfg["label"], dict(cfg.get("overrides") or {})
         options = cfg.get("options")
         entry = out["configs"][label] = {"overrides": overrides, "options": options}
@@ -287,17 +289,43 @@ def job_compare(variant: str, batch: int = 32, image_size: int = 224,
                 defaults.get(k) == v for k, v in overrides.items()):
             entry["skipped"] = "the model's default"
             continue
+        fns: dict[str, Any] = {}
         try:
             _compare_one(cfg, entry, fns, variant, batch, image_size, overrides, options)
-            log(f"compiled {label}")
         except Exception as e:  # noqa: BLE001 (an unsupported combination: report, go on)
             entry["error"] = f"{type(e).__name__}: {e}"
             log(f"{label} failed: {entry['error']}")
-    times = interleaved(fns, repeats)
-    for key, (wall, cpu) in times.items():
-        label, kind = key.split("|")
-        out["configs"][label][kind].update(summarize(batch, wall, cpu))
+            continue
+        if i == 0:
+            base_fns = fns
+            for key, fn in fns.items():
+                entry[key.split("|")[1]].update(summarize(batch, *timed(fn, repeats)))
+            log(f"baseline {label} timed")
+            continue
+        for key, fn in fns.items():
+            kind = key.split("|")[1]
+            base = base_fns.get(f"{configs[0]['label']}|{kind}")
+            mine, theirs = paired(fn, base, repeats) if base else (timed(fn, repeats), None)
+            entry[kind].update(summarize(batch, *mine))
+            if theirs is not None:
+                entry[kind]["ratio"] = statistics.median(
+                    b / a for a, b in zip(mine[0], theirs[0], strict=True))
+        log(f"{label} timed against the baseline")
+        del fns  # frees this version's executables and buffers before the next
     return out
+
+
+def paired(fn, base, pairs: int) -> tuple[tuple[list, list], tuple[list, list]]:
+    """(wall, cpu) of ``fn`` and of ``base``, timed in ABBA order after a warm-up of each."""
+    fn(), base()
+    mine, theirs = ([], []), ([], [])
+    for r in range(pairs):
+        order = ((fn, mine), (base, theirs)) if r % 2 == 0 else ((base, theirs), (fn, mine))
+        for f, acc in order:
+            wall, cpu = timed(f, 1, warmup=0)
+            acc[0].extend(wall)
+            acc[1].extend(cpu)
+    return mine, theirs
 
 
 def _compare_one(cfg, entry, fns, variant, batch, image_size, overrides, options) -> None:

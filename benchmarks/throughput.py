@@ -39,7 +39,7 @@ QUICKSTART = "configs/quickstart.py"
 # XLA:CPU options compared. Process level: ``XLA_FLAGS`` strings, one process each (None = the
 # environment as is, i.e. with whatever vit_jax.runtime adds on CPU; a string = opt out of
 # that and set exactly this). Per-jit: the same options as ``compiler_options`` of each
-# compilation, all in one process and timed in interleaved rounds (finer ratios).
+# compilation, in one process, each paired with the default (finer ratios).
 YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
 ONEDNN = "--xla_cpu_use_onednn=true"
 FLAG_SETS: dict[str, str | None] = {
@@ -144,7 +144,7 @@ def collect(args: argparse.Namespace) -> dict:
             log(f"XLA_FLAGS set {name!r}")
             out["flags"][name] = run_jax(jobs, flags)
         configs = [{"label": name, "options": options} for name, options in FLAG_OPTIONS.items()]
-        log(f"per-jit XLA options on {args.flags_variant}, interleaved")
+        log(f"per-jit XLA options on {args.flags_variant}, paired")
         out["flag_options"] = run_jax([{"kind": "compare", "variant": args.flags_variant,
                                         "batch": batch, "image_size": size, "repeats": reps,
                                         "configs": configs}], "")
@@ -155,7 +155,7 @@ def collect(args: argparse.Namespace) -> dict:
                      "donate": name != "no donation", "skip_if_default": True}
                     for name, overrides, forward in LEVERS]
         configs += [{"label": name, "alternative": name} for name in ALTERNATIVES]
-        log(f"levers on {args.lever_variant}, interleaved")
+        log(f"levers on {args.lever_variant}, paired with the baseline")
         out["levers"] = run_jax([{"kind": "compare", "variant": args.lever_variant,
                                   "batch": batch, "image_size": size, "repeats": reps,
                                   "configs": configs}])
@@ -296,7 +296,7 @@ def flags_rows(run: dict) -> list[str]:
 
 
 def compare_rows(proc: dict, baseline: str, names: list[str]) -> list[str]:
-    """Rows of a ``compare`` job: images/s and ratios to ``baseline`` (interleaved timings)."""
+    """Rows of a ``compare`` job: images/s and ratios to ``baseline`` (paired ABBA timings)."""
     res = (proc or {}).get("results") or [{}]
     cfgs = res[0].get("configs", {})
     base = cfgs.get(baseline, {})
@@ -312,11 +312,12 @@ def compare_rows(proc: dict, baseline: str, names: list[str]) -> list[str]:
             lines.append(f"| {name} | {why} |" + " |" * 6)
             continue
         f, t = _get(r, "forward", "img_s"), _get(r, "train", "img_s")
-        bf, bt = _get(base, "forward", "img_s"), _get(base, "train", "img_s")
         tc, btc = _get(r, "train", "cpu_s"), _get(base, "train", "cpu_s")
+        rf = 1.0 if r is base else _get(r, "forward", "ratio")  # median of paired ratios
+        rt = 1.0 if r is base else _get(r, "train", "ratio")
         lines.append(
-            f"| {name} | {_fmt(f)} | {_fmt(f and bf and f / bf, '.2f')} | {_fmt(t, '.2f')} | "
-            f"{_fmt(t and bt and t / bt, '.2f')} | {_fmt(tc and btc and btc / tc, '.2f')} | "
+            f"| {name} | {_fmt(f)} | {_fmt(f and rf, '.2f')} | {_fmt(t, '.2f')} | "
+            f"{_fmt(t and rt, '.2f')} | {_fmt(tc and btc and btc / tc, '.2f')} | "
             f"{_fmt(_get(r, 'train', 'total_s'))} | "
             f"{_mib(_get(r, 'train', 'memory', 'peak'))} |")
     return lines
@@ -333,11 +334,12 @@ def levers_rows(run: dict) -> list[str]:
     return [f"Model: {r['variant']}, batch {r['batch']}, {r['image_size']}²; baseline = the "
             f"model's defaults (patch_embed_method={d.get('patch_embed_method')}, "
             f"attention={d.get('attention')}, scan={d.get('scan')}, "
-            f"remat_policy={d.get('remat_policy')}, donation on). All compiled first, then "
-            "timed in interleaved rounds in one process. The last rows put back, one at a "
-            "time, the implementations our defaults replaced (three q/k/v matmuls instead of "
-            "one fused matmul, GELU through erfc, softmax weights normalised before the PV "
-            "matmul).\n",
+            f"remat_policy={d.get('remat_policy')}, donation on). Each change is timed "
+            "against the baseline in ABBA pairs in one process (×baseline = median of the "
+            "per-pair ratios; > 1 is faster), holding only those two models. The last rows "
+            "put back, one at a time, the implementations our defaults replaced (three q/k/v "
+            "matmuls instead of one fused matmul, GELU through erfc, softmax weights "
+            "normalised before the PV matmul).\n",
             *compare_rows(proc, "baseline",
                           ["baseline"] + [n for n, _, _ in LEVERS] + list(ALTERNATIVES))]
 
@@ -437,7 +439,8 @@ def report(run: dict) -> str:
                 "Each `XLA_FLAGS` row is its own process (XLA reads the variable when the backend "
                 "starts):", "", *flags_rows(run), "",
                 "The same options given per compilation (`jax.jit(...).lower(...).compile("
-                "compiler_options=...)`), all in one process, timed in interleaved rounds:", "",
+                "compiler_options=...)`), in one process, each timed against the XLA default "
+                "in ABBA pairs:", "",
                 *compare_rows(run.get("flag_options"), "XLA default", list(FLAG_OPTIONS)), ""]
     if lever_lines := levers_rows(run):
         out += ["## Levers (one process, one change at a time)", "", *lever_lines, ""]

@@ -3,7 +3,7 @@
   python -m vit_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
 The digits are upsampled to 16x16 and cut into 4x4 patches (16 tokens + a class token). About
-3 minutes on 2 CPU cores; see the README for the accuracy to expect. The harder procedural
+2 minutes on 2 CPU cores; see the README for the accuracy to expect. The harder procedural
 `shapes` set is one override away: `--config.data.name=shapes` plus its pp strings (see
 `configs/small_data.py`).
 """
