@@ -2,8 +2,8 @@
 FLOPs against the analytic count, the fits check and the remat / micro-batching search.
 
 Budgets are fractions of the measured peak, and the expected suggestions were read off the
-measured candidates (jax 0.10.2 XLA:CPU): full remat saves ~50 % of the peak, dots ~35 %,
-dots_no_batch ~40 %, and two micro-batches with full remat ~60 %.
+measured candidates (jax 0.10.2 XLA:CPU, scan): full remat needs 48 % of the loop's peak,
+dots 63.7 %, dots_no_batch 60.1 %; below full remat only micro-batches help.
 """
 
 import json
@@ -100,7 +100,7 @@ def test_fits_flips_with_device_memory(base):
 
 
 def test_suggests_the_cheapest_remat_that_fits(base):
-    budget = int(0.6 * base["base"]["peak_bytes"])
+    budget = int(0.62 * base["base"]["peak_bytes"])  # between dots_no_batch and dots
     r = run(device_memory=budget, search=True)
     s = r["suggestion"]
     assert r["fits"] is False
