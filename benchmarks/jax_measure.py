@@ -26,6 +26,8 @@ Job kinds:
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
 import json
 import os
@@ -243,22 +245,20 @@ ALTERNATIVES = {
 }
 
 
-class _Alternative:
-    """Temporarily swaps one module attribute (see ``ALTERNATIVES``)."""
-
-    def __init__(self, name: str | None):
-        self.spec = ALTERNATIVES[name] if name else None
-
-    def __enter__(self):
-        if self.spec:
-            module, attr, value = self.spec
-            self.module = importlib.import_module(module)
-            self.saved = getattr(self.module, attr)
-            setattr(self.module, attr, value)
-
-    def __exit__(self, *exc):
-        if self.spec:
-            setattr(self.module, self.spec[1], self.saved)
+@contextlib.contextmanager
+def _alternative(name: str | None):
+    """Temporarily swaps one module attribute (see ``ALTERNATIVES``); no-op for None."""
+    if not name:
+        yield
+        return
+    module_name, attr, value = ALTERNATIVES[name]
+    module = importlib.import_module(module_name)
+    saved = getattr(module, attr)
+    setattr(module, attr, value)
+    try:
+        yield
+    finally:
+        setattr(module, attr, saved)
 
 
 def job_compare(variant: str, batch: int = 32, image_size: int = 224,
@@ -334,7 +334,7 @@ def _compare_one(cfg, entry, fns, variant, batch, image_size, overrides, options
     import jax.numpy as jnp
 
     label = cfg["label"]
-    with _Alternative(cfg.get("alternative")):  # traced (so applied) inside the compiles
+    with _alternative(cfg.get("alternative")):  # traced (so applied) inside the compiles
         model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
                                               overrides=overrides, abstract=False)
         if cfg.get("forward", True):
@@ -459,25 +459,10 @@ def serve(variants: list[str], batch: int = 32, image_size: int = 224) -> None:
     """Duel worker (``benchmarks/duel.py``): compiles each variant's inference and train step,
     then runs steps on command, so the driver can alternate with timm step by step."""
     import jax
-    import jax.numpy as jnp
 
     steps: dict[str, Any] = {}
-    for variant in variants:
-        model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
-                                              overrides={}, abstract=False)
-        fwd, mstate, _ = _compile_forward(model, data["image"])
-        mstate = jax.tree.map(jnp.copy, mstate)  # the train step donates the original
-        steps[f"{variant}|forward"] = (
-            lambda c=fwd, s=mstate, x=data["image"]: c(s, x).block_until_ready())
-        train, rng, _ = _compile_train(graphdef, state, data)
-        holder = {"state": state}
-
-        def step(c=train, h=holder, d=data, r=rng):
-            h["state"], metrics = c(h["state"], d, r)
-            jax.block_until_ready((h["state"], metrics))
-
-        steps[f"{variant}|train"] = step
-        del model
+    for variant in variants:  # keys "<variant>|forward" and "<variant>|train"
+        _compare_one({"label": variant}, {}, steps, variant, batch, image_size, {}, None)
     serve_loop(steps, {"jax": jax.__version__})
 
 

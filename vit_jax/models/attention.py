@@ -42,6 +42,8 @@ KEY_CHUNK = 256
 # jax.nn.dot_product_attention(implementation="xla") also materialises N×N and was never the
 # fastest on CPU (1.3–1.75× standard's time), so ``auto`` only uses it on GPU, through cuDNN.
 AUTO_CHUNK_MIN_TOKENS = 1024
+# Self-attention's q/k/v as one matmul (``Attention._project_qkv``); False = three, kept so the
+# benchmark can time the alternative (benchmarks/jax_measure.py, ALTERNATIVES).
 FUSED_QKV = True
 # A finite "minus infinity" for padded keys: exp() of it is 0 without inf - inf = NaN risks.
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -53,8 +55,9 @@ def standard_attention(q: Array, k: Array, v: Array, *,
     asked, the (B, H, Nq, Nk) weights.
 
     The normalisation is deferred: out = (exp(s - max) @ v) / rowsum, dividing the (Nq, hd)
-    output instead of the (Nq, Nk) weights. Same result (to rounding); on the 2-core CPU this
-    made the ViT-Ti/16 forward 1.4x faster (benchmarks/RESULTS.md, "Levers").
+    output instead of the (Nq, Nk) weights. Same result (to rounding); on the 2-core CPU the
+    ViT-Ti/16 forward ran 1.1-1.5x faster than with normalised weights (benchmarks/RESULTS.md,
+    "Levers").
     """
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k).astype(jnp.float32)

@@ -45,8 +45,8 @@ def gelu(x: Array, approximate: bool = False) -> Array:
     of Google's Flax ViTs.
 
     ``jax.nn.gelu(approximate=False)`` computes the same function through ``erfc``, which XLA:CPU
-    lowers with an ``exp``; ``erf`` is a plain rational polynomial, 10-13% faster for the whole
-    ViT-Ti/16 train step on our CPU (benchmarks/RESULTS.md, "Levers"). They agree to ~1e-7.
+    lowers with an ``exp``; ``erf`` is a plain rational polynomial: the ViT-Ti/16 train step ran
+    ~4% faster on our CPU (16 ABBA pairs; benchmarks/RESULTS.md, "Levers"). They agree to ~1e-6.
     """
     if approximate:
         return jax.nn.gelu(x, approximate=True)

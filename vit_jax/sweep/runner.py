@@ -166,21 +166,25 @@ def _run_metrics(results: dict, config: mlc.ConfigDict, start_step: int) -> dict
     return out
 
 
-def preempted_record(point: Point, workdir: Path) -> dict:
-    """The record of a preempted earlier attempt of this point with the same config, or {}."""
-    path = workdir / RECORD_FILE
-    rec = json.loads(path.read_text()) if path.exists() else {}
-    same = point.config is not None and rec.get("config") == config_fingerprint(point.config)
-    return rec if rec.get("status") == "preempted" and same else {}
-
-
-def load_record(point: Point, workdir: Path) -> dict | None:
-    """The finished record of ``point`` if its config is unchanged since it ran."""
+def _record_of_same_config(point: Point, workdir: Path) -> dict | None:
+    """The saved record of ``point`` if one exists and its config is unchanged since."""
     path = workdir / RECORD_FILE
     if not path.exists() or point.config is None:
         return None
     rec = json.loads(path.read_text())
-    if rec.get("status") != "done" or rec.get("config") != config_fingerprint(point.config):
+    return rec if rec.get("config") == config_fingerprint(point.config) else None
+
+
+def preempted_record(point: Point, workdir: Path) -> dict:
+    """The record of a preempted earlier attempt of this point with the same config, or {}."""
+    rec = _record_of_same_config(point, workdir)
+    return rec if rec is not None and rec.get("status") == "preempted" else {}
+
+
+def load_record(point: Point, workdir: Path) -> dict | None:
+    """The finished record of ``point`` if its config is unchanged since it ran."""
+    rec = _record_of_same_config(point, workdir)
+    if rec is None or rec.get("status") != "done":
         return None
     return {**rec, "index": point.index, "name": point.name}
 
