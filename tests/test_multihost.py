@@ -182,6 +182,7 @@ def test_two_processes_train_like_one_checkpoints_move_and_a_dead_process_ends_t
     # The survivor does not hang in its next collective: its gloo connection to process 1
     # breaks, or else the coordinator misses process 1's heartbeats for 10 s and aborts it.
     waiter.join(timeout=60)
+    out = tmp_path.joinpath("one_on_two.0.log").read_text()  # now with the survivor's last words
     assert survivor and survivor["code"] != 0 and survivor["seconds"] < 60, out[-3000:]
     assert re.search(r"Gloo \S+ failed|stopped sending heartbeats", out), out[-3000:]
 
