@@ -235,6 +235,13 @@ def _normalise_first(q, k, v, *, return_weights: bool = False):
     return jnp.einsum("bhqk,bhkd->bhqd", weights, v), weights if return_weights else None
 
 
+def _conv_autodiff(images, kernel):
+    """The patch-embedding convolution differentiated by XLA (a dilated convolution)."""
+    from vit_jax.models import patch_embed
+
+    return patch_embed._conv(images, kernel)
+
+
 # The alternatives our defaults beat, as (module, attribute, replacement), applied while a
 # ``compare`` config is traced: levers that are implementation choices, not model options.
 ALTERNATIVES = {
@@ -242,6 +249,9 @@ ALTERNATIVES = {
     "GELU via erfc (jax.nn.gelu)": ("vit_jax.models.encoder", "gelu", _erfc_gelu),
     "softmax normalised before PV": ("vit_jax.models.attention", "standard_attention",
                                      _normalise_first),
+    "patch-embedding gradient by convolution": ("vit_jax.models.patch_embed", "conv_embed",
+                                                _conv_autodiff),
+    "LayerNorm affine on activations": ("vit_jax.models.layers", "FOLD_NORM_AFFINE", False),
 }
 
 

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vit_jax.models.patch_embed import PatchEmbed, grid_size, patchify
+from vit_jax.models.patch_embed import (
+    PatchEmbed,
+    _conv,
+    conv_embed,
+    grid_size,
+    patchify,
+    unpatchify,
+)
 
 
 @pytest.mark.parametrize("image,patch,channels", [
@@ -56,3 +63,24 @@ def test_indivisible_image_names_both_sizes():
 def test_unknown_method():
     with pytest.raises(ValueError, match="valid"):
         PatchEmbed((4, 4), 3, 8, rngs=nnx.Rngs(0), method="fold")
+
+
+@pytest.mark.parametrize("image,patch,channels", [((32, 48), (16, 16), 3), ((12, 9), (4, 3), 1)])
+def test_conv_embed_gradients_equal_the_convolutions(image, patch, channels):
+    """The hand-written backward (matmuls) gives XLA's convolution gradients, images and kernel."""
+    x = jax.random.normal(jax.random.key(0), (2, *image, channels))
+    kernel = jax.random.normal(jax.random.key(1), (*patch, channels, 8))
+    cotangent = jax.random.normal(jax.random.key(2), _conv(x, kernel).shape)
+    want = jax.grad(lambda a, k: (_conv(a, k) * cotangent).sum(), argnums=(0, 1))(x, kernel)
+    got = jax.grad(lambda a, k: (conv_embed(a, k) * cotangent).sum(), argnums=(0, 1))(x, kernel)
+    for w, g in zip(want, got, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(conv_embed(x, kernel), _conv(x, kernel))
+
+
+def test_unpatchify_inverts_patchify():
+    x = jax.random.normal(jax.random.key(0), (2, 12, 9, 3))
+    patches = patchify(x, (4, 3))
+    assert patches.shape == (2, 9, 36)
+    np.testing.assert_array_equal(unpatchify(patches, (3, 3), (4, 3)), x)

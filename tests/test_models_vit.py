@@ -179,3 +179,50 @@ def test_jit_compatible():
         return model(x)
 
     np.testing.assert_allclose(forward(m, images()), m(images()), atol=1e-6)
+
+
+@pytest.mark.parametrize("opts", [{}, dict(qk_norm=True, layerscale=0.1, pool="map")])
+def test_folded_layernorm_affine_is_the_same_function(opts, monkeypatch):
+    """Pre-LN blocks hand their LayerNorm scale and shift to the next matmul's weights
+    (``LayerNorm.feeding``): outputs and every gradient equal the unfolded model's."""
+    from vit_jax.models import layers
+
+    m = tiny(head_zero_init=False, **opts)
+    for path, p in nnx.iter_graph(m):  # random norm scales and shifts, so folding matters
+        if isinstance(p, nnx.Param) and path[-1] in ("scale", "bias"):
+            p[...] = jax.random.normal(jax.random.key(len(path)), p.shape)
+    x, y = images(), jnp.array([0, 1, 2])
+
+    def loss(model):
+        logits = model(x)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+    calls = []
+    feeding = layers.LayerNorm.feeding
+    monkeypatch.setattr(layers.LayerNorm, "feeding",
+                        lambda self, *a: calls.append(1) or feeding(self, *a))
+    folded = nnx.value_and_grad(loss)(m)
+    assert len(calls) == 2 * TINY["depth"]  # both norms of every block were folded
+    monkeypatch.setattr(layers, "FOLD_NORM_AFFINE", False)
+    plain = nnx.value_and_grad(loss)(m)
+    np.testing.assert_allclose(folded[0], plain[0], rtol=1e-5)
+    flat_folded, flat_plain = (dict(nnx.to_flat_state(g)) for g in (folded[1], plain[1]))
+    assert flat_folded.keys() == flat_plain.keys()
+    # Relative to the largest gradient: the attention key bias's true gradient is 0 (softmax
+    # ignores a shift shared by all keys), so both hold rounding noise there.
+    largest = max(float(jnp.abs(g[...]).max()) for g in flat_plain.values())
+    for name, g in flat_plain.items():
+        np.testing.assert_allclose(flat_folded[name][...], g[...], atol=1e-5 * largest,
+                                   rtol=1e-4, err_msg=str(name))
+    assert any(float(jnp.abs(g[...]).max()) > 1e-3 for name, g in flat_plain.items()
+               if name[-1] == "scale")  # the norm scales do get gradients
+
+
+def test_input_norm_is_for_self_attention_only():
+    from vit_jax.models.attention import Attention
+    from vit_jax.models.layers import LayerNorm
+
+    attn = Attention(16, 2, rngs=nnx.Rngs(0))
+    x = jnp.ones((1, 3, 16))
+    with pytest.raises(ValueError, match="input_norm is for self-attention"):
+        attn(x, x, input_norm=LayerNorm(16, rngs=nnx.Rngs(0)))

@@ -232,27 +232,39 @@ class Attention(nnx.Module):
         return (jnp.einsum("bnd,dhk->bhnk", x, proj["kernel"][...].astype(x.dtype))
                 + proj["bias"][...].astype(x.dtype)[:, None, :])
 
-    def _project_qkv(self, x: Array) -> tuple[Array, Array, Array]:
+    def _project_qkv(self, x: Array,
+                     input_norm: LayerNorm | None = None) -> tuple[Array, Array, Array]:
         """Self-attention's q, k, v from ONE (B·N, D) x (D, 3·H·hd) matmul, each (B, H, N, hd).
 
         The parameters stay three separate kernels (checkpoints and sharding rules see the
         same names); they are concatenated per call, a negligible copy next to the matmul,
-        which runs faster as one than as three.
+        which runs faster as one than as three. ``input_norm`` is applied to ``x`` first, its
+        affine folded into the concatenated weights (``LayerNorm.feeding``).
         """
         b, n, d = x.shape
         projs = (self.query, self.key, self.value)
         h, hd = projs[0]["kernel"].shape[1:]
         kernel = jnp.concatenate([p["kernel"][...].reshape(d, h * hd) for p in projs], axis=1)
         bias = jnp.concatenate([p["bias"][...].reshape(h * hd) for p in projs])
+        if input_norm is not None:
+            x, kernel, bias = input_norm.feeding(x, kernel, bias)
         qkv = x.reshape(b * n, d) @ kernel.astype(x.dtype) + bias.astype(x.dtype)
         qkv = jnp.transpose(qkv.reshape(b, n, 3, h, hd), (2, 0, 3, 1, 4))
         return qkv[0], qkv[1], qkv[2]
 
     def __call__(self, x: Array, context: Array | None = None, *, key: Array | None = None,
-                 return_weights: bool = False) -> tuple[Array, Array | None]:
+                 return_weights: bool = False,
+                 input_norm: LayerNorm | None = None) -> tuple[Array, Array | None]:
+        """Attention of ``x`` (queries) over ``context`` (keys and values; ``x`` itself if None).
+        ``input_norm`` normalises ``x`` first (the pre-LN block's norm; self-attention only)."""
         if context is None and FUSED_QKV:
-            q, k, v = self._project_qkv(x)
+            q, k, v = self._project_qkv(x, input_norm)
         else:
+            if input_norm is not None:
+                if context is not None:
+                    raise ValueError("input_norm is for self-attention; normalise x and "
+                                     "context before cross-attention")
+                x = input_norm(x)
             context = x if context is None else context
             q = self._project(x, self.query)
             k = self._project(context, self.key)

@@ -35,10 +35,11 @@ class Mlp(nnx.Module):
         self.dropout_rate = dropout_rate
         self.gelu_approximate = gelu_approximate
 
-    def __call__(self, x: Array, key: Array | None = None) -> Array:
+    def __call__(self, x: Array, key: Array | None = None, *,
+                 input_norm: LayerNorm | None = None) -> Array:
         # Exact (erf) GELU as timm and PyTorch; Google's Flax ViTs used the tanh form
         # (`gelu_approximate=True`, set when importing their checkpoints): ~1e-3 apart in logits.
-        h = gelu(self.fc1(x), approximate=self.gelu_approximate)
+        h = gelu(self.fc1(x, input_norm), approximate=self.gelu_approximate)
         return self.fc2(dropout(h, self.dropout_rate, key))
 
 
@@ -72,11 +73,12 @@ class Block(nnx.Module):
     def __call__(self, x: Array, *, key: Array | None = None, drop_path_rate: Array | float = 0.0,
                  return_weights: bool = False) -> tuple[Array, Array | None]:
         keys = [None] * 6 if key is None else list(jax.random.split(key, 6))
-        y, weights = self.attn(self.norm1(x), key=keys[0], return_weights=return_weights)
+        y, weights = self.attn(x, key=keys[0], return_weights=return_weights,
+                               input_norm=self.norm1)
         y = dropout(y, self.dropout_rate, keys[1])
         y = self.ls1(y) if self.ls1 is not None else y
         x = x + drop_path(y, drop_path_rate, keys[2] if _active(drop_path_rate) else None)
-        y = dropout(self.mlp(self.norm2(x), keys[3]), self.dropout_rate, keys[4])
+        y = dropout(self.mlp(x, keys[3], input_norm=self.norm2), self.dropout_rate, keys[4])
         y = self.ls2(y) if self.ls2 is not None else y
         x = x + drop_path(y, drop_path_rate, keys[5] if _active(drop_path_rate) else None)
         return x, weights

@@ -8,6 +8,7 @@ one shared matrix. Both spellings live here and the tests check they agree (seed
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from vit_jax.models.layers import param
@@ -37,6 +38,53 @@ def patchify(images: Array, patch_size: tuple[int, int]) -> Array:
     return x.reshape(b, gh * gw, ph * pw * c)
 
 
+def unpatchify(patches: Array, grid: tuple[int, int], patch_size: tuple[int, int]) -> Array:
+    """Inverse of ``patchify``: (B, gh*gw, ph*pw*C) -> (B, gh*ph, gw*pw, C)."""
+    b, _, p = patches.shape
+    (gh, gw), (ph, pw) = grid, patch_size
+    c = p // (ph * pw)
+    x = patches.reshape(b, gh, gw, ph, pw, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, gh * ph, gw * pw, c)
+
+
+def _conv(images: Array, kernel: Array) -> Array:
+    x = jax.lax.conv_general_dilated(images, kernel, window_strides=kernel.shape[:2],
+                                     padding="VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+@jax.custom_vjp
+def conv_embed(images: Array, kernel: Array) -> Array:
+    """(B, H, W, C) images -> (B, gh*gw, D) tokens: the convolution forward, matmuls backward.
+
+    XLA:CPU differentiates the convolution into a dilated convolution plus two transposes of
+    the image; the same gradients as matmuls (kernel: patchesᵀ @ dY; images: dY @ kernelᵀ,
+    unpatchified, and dropped by XLA when unused) made the patch embedding's forward + kernel
+    gradient 1.8x faster at ViT-Ti/16's shapes (19.1 -> 10.6 ms, batch 32 on our CPU), about 1%
+    of its train step (benchmarks/RESULTS.md, "Levers"). The forward stays a convolution,
+    which XLA:CPU runs as fast as patchify + matmul. CPU only: elsewhere ``PatchEmbed`` lets
+    the backend differentiate its own convolution.
+    """
+    return _conv(images, kernel)
+
+
+def _conv_embed_forward(images: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _conv(images, kernel), (images, kernel)
+
+
+def _conv_embed_backward(residuals: tuple[Array, Array], d_tokens: Array) -> tuple[Array, Array]:
+    images, kernel = residuals
+    patch = kernel.shape[:2]
+    matrix = kernel.reshape(-1, kernel.shape[-1])  # (ph*pw*C, D), patchify's order
+    patches = patchify(images, patch)
+    d_kernel = jnp.einsum("bnp,bnd->pd", patches, d_tokens).reshape(kernel.shape)
+    d_images = unpatchify(d_tokens @ matrix.T, grid_size(images.shape[1:3], patch), patch)
+    return d_images.astype(images.dtype), d_kernel.astype(kernel.dtype)
+
+
+conv_embed.defvjp(_conv_embed_forward, _conv_embed_backward)
+
+
 class PatchEmbed(nnx.Module):
     """Maps (B, H, W, C) images to (B, gh*gw, D) tokens with one shared projection."""
 
@@ -57,8 +105,6 @@ class PatchEmbed(nnx.Module):
         if self.method == "patchify":
             x = patchify(images, self.patch_size) @ kernel.reshape(-1, kernel.shape[-1])
         else:
-            x = jax.lax.conv_general_dilated(
-                images, kernel, window_strides=self.patch_size, padding="VALID",
-                dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            x = x.reshape(x.shape[0], -1, x.shape[-1])
+            conv = conv_embed if jax.default_backend() == "cpu" else _conv
+            x = conv(images, kernel)
         return x + self.bias[...].astype(x.dtype)
