@@ -337,9 +337,8 @@ def levers_rows(run: dict) -> list[str]:
             f"remat_policy={d.get('remat_policy')}, donation on). Each change is timed "
             "against the baseline in ABBA pairs in one process (×baseline = median of the "
             "per-pair ratios; > 1 is faster), holding only those two models. The last rows "
-            "put back, one at a time, the implementations our defaults replaced (three q/k/v "
-            "matmuls instead of one fused matmul, GELU through erfc, softmax weights "
-            "normalised before the PV matmul).\n",
+            "put back, one at a time, the implementations our defaults replaced: "
+            f"{'; '.join(ALTERNATIVES)}.\n",
             *compare_rows(proc, "baseline",
                           ["baseline"] + [n for n, _, _ in LEVERS] + list(ALTERNATIVES))]
 
