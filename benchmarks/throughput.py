@@ -420,13 +420,13 @@ def report(run: dict) -> str:
                 "rounds, each one vit_jax step and one timm step back to back (order alternating), "
                 "so both see the same machine. Ratio = median over rounds of timm's step time "
                 "over vit_jax's (> 1: vit_jax is faster).", "", *vs_lines, ""]
-    if memory := memory_rows(run)[2:]:
+    if (memory := memory_rows(run))[2:]:
         out += ["## Train-step memory by remat policy (XLA `memory_analysis`)", "",
                 "Remat only saves memory with the layers under `scan` on XLA:CPU: with the Python "
                 "loop, XLA's scheduler hoists the recomputation and keeps every layer's "
                 "activations anyway (same peak for all policies). Use `scan=True` with a remat "
                 "policy when memory is the limit; the loop is faster when it fits.", "",
-                *memory_rows(run)[:2], *memory, ""]
+                *memory, ""]
     if compile_lines[2:]:
         out += ["## Compile time (train step, abstract state)", "", *compile_lines, ""]
     if quick_lines:

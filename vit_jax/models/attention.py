@@ -257,14 +257,13 @@ class Attention(nnx.Module):
                  input_norm: LayerNorm | None = None) -> tuple[Array, Array | None]:
         """Attention of ``x`` (queries) over ``context`` (keys and values; ``x`` itself if None).
         ``input_norm`` normalises ``x`` first (the pre-LN block's norm; self-attention only)."""
+        if input_norm is not None and context is not None:
+            raise ValueError("input_norm is for self-attention; normalise x and context "
+                             "before cross-attention")
         if context is None and FUSED_QKV:
             q, k, v = self._project_qkv(x, input_norm)
         else:
-            if input_norm is not None:
-                if context is not None:
-                    raise ValueError("input_norm is for self-attention; normalise x and "
-                                     "context before cross-attention")
-                x = input_norm(x)
+            x = x if input_norm is None else input_norm(x)
             context = x if context is None else context
             q = self._project(x, self.query)
             k = self._project(context, self.key)
