@@ -44,11 +44,42 @@ def test_writer_jsonl_and_tensorboard(tmp_path):
     assert tb[("train/loss", 20)] == 1.5
     assert tb[("eval/accuracy", 10)] == 0.25
 
-    # A resumed run appends to the same file.
+    # Without resume_step, a writer appends to the same file.
     with metrics.MetricWriter(str(tmp_path), tensorboard=False) as writer:
         writer.write_scalars(30, {"train/loss": 0.5})
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[-1]) == {"step": 30, "train/loss": 0.5}
+
+
+def _purge_steps(logdir) -> list[int]:
+    """Steps of the SessionLog START events that tell TensorBoard to drop later events."""
+    steps = []
+    for path in logdir.glob("events.out.tfevents.*"):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == 1:  # START
+                steps.append(event.step)
+    return steps
+
+
+def test_writer_resumed_run_keeps_each_step_once(tmp_path):
+    with metrics.MetricWriter(str(tmp_path)) as writer:  # a run killed after step 30
+        for step in (10, 20, 30):
+            writer.write_scalars(step, {"train/loss": 1.0 / step})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 40, "train/lo')  # the line a kill cut in half
+    assert _purge_steps(tmp_path) == []
+    with metrics.MetricWriter(str(tmp_path), resume_step=20) as writer:  # resumed from 20
+        writer.write_scalars(30, {"train/loss": 0.5})
+    steps = [json.loads(line)["step"] for line in
+             (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30]
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1]) == {
+        "step": 30, "train/loss": 0.5}
+    assert _purge_steps(tmp_path) == [21]
 
 
 def test_writer_is_silent_off_process_zero(tmp_path, monkeypatch):
@@ -75,6 +106,20 @@ def test_progress_reporter_every_n_steps(monkeypatch):
     )
     assert lines[2].startswith("step 30/30 (100.0%) | loss 0.1000")
     assert lines[2].endswith("elapsed 0:00:15 | ETA 0:00:00")
+
+
+def test_progress_reporter_first_eta_excludes_compilation(monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: clock["t"])
+    lines = []
+    report = metrics.ProgressReporter(100, batch_size=10, every_steps=10, every_secs=None,
+                                      print_fn=lines.append)
+    clock["t"] += 60.0  # step 1 compiles for a minute
+    report(1)
+    for step in range(2, 11):
+        clock["t"] += 0.5
+        report(step)
+    assert lines == ["step 10/100 (10.0%) | 20.0 img/s | elapsed 0:01:04 | ETA 0:00:45"]
 
 
 def test_progress_reporter_every_secs(monkeypatch):
@@ -116,9 +161,13 @@ class Tiny(nnx.Module):
         self.drop = nnx.Dropout(0.1, rngs=rngs)  # RNG state: not a parameter
 
 
-def test_log_parameter_overview():
-    lines = []
-    table = metrics.log_parameter_overview(Tiny(nnx.Rngs(0)), print_fn=lines.append)
-    assert lines == [table]
-    assert "blocks/0/kernel" in table and "head/bias" in table and "rngs" not in table
-    assert "Total: 55" in table  # 2 * (16 + 4) + 12 + 3
+def test_parameter_summary_groups_and_full_table(tmp_path):
+    table = tmp_path / "parameters.txt"
+    summary = metrics.parameter_summary(Tiny(nnx.Rngs(0)), table)
+    lines = summary.splitlines()
+    assert lines[0].startswith("Parameters: 55 in 6 arrays")  # 2 * (16 + 4) + 12 + 3
+    assert [line.split()[:2] for line in lines[1:]] == [["blocks", "40"], ["head", "15"]]
+    assert "(2 x 20)" in lines[1]
+    full = table.read_text()
+    assert "blocks/0/kernel" in full and "head/bias" in full and "rngs" not in full
+    assert "Total: 55" in full

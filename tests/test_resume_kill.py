@@ -1,6 +1,8 @@
 """Exact resume through a real `kill -9`: the resumed run ends bitwise where an uninterrupted
-one does, and a kill in the middle of a save never leaves a checkpoint that restore would use."""
+one does, and a kill in the middle of a save never leaves a checkpoint that restore would use.
+Run as a user would: from another directory, with a relative workdir."""
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +21,7 @@ FLAGS = ["--config.total_steps=40", "--config.checkpoint_every_steps=2",
 
 
 def command(workdir):
-    return [sys.executable, "-m", "vit_jax.main", "--config=tests/helpers.py",
+    return [sys.executable, "-m", "vit_jax.main", f"--config={ROOT}/tests/helpers.py",
             f"--workdir={workdir}", *FLAGS]
 
 
@@ -28,9 +30,10 @@ def env():
 
 
 def test_kill9_then_resume_is_bitwise_identical(tmp_path):
-    killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen(command(killed), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    killed, whole = Path("runs/killed"), Path("runs/whole")  # relative to tmp_path
+    proc = subprocess.Popen(command(killed), cwd=tmp_path, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed, whole = tmp_path / killed, tmp_path / whole
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         steps = [int(p.name) for p in (killed / "checkpoints").glob("*") if p.name.isdigit()]
@@ -44,11 +47,15 @@ def test_kill9_then_resume_is_bitwise_identical(tmp_path):
 
     outputs = {}
     for workdir in (killed, whole):
-        done = subprocess.run(command(workdir), cwd=ROOT, env=env(), capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(command(workdir.relative_to(tmp_path)), cwd=tmp_path, env=env(),
+                              capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         outputs[workdir] = done.stdout
-    assert f"Resumed from step {interrupted_at}" in outputs[killed]
-    assert "Resumed" not in outputs[whole]
+    assert f"Resuming from step {interrupted_at} ({killed}/checkpoints)" in outputs[killed]
+    assert f"Starting a new run in {whole}" in outputs[whole]
     config = tiny_config(**{"model.dropout": 0.1, "model.drop_path": 0.1, "total_steps": 40})
     assert_same_checkpoint(killed, whole, 40, config)
+    # Each step logged once, with the values of the uninterrupted run (resume is bitwise).
+    logged = {w: (w / "metrics.jsonl").read_text().splitlines() for w in (killed, whole)}
+    assert [json.loads(line)["step"] for line in logged[whole]] == [10, 20, 30, 40]
+    assert logged[killed] == logged[whole]

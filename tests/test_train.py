@@ -18,7 +18,9 @@ def read_jsonl(path):
 def test_trains_evaluates_and_writes_logs(tmp_path, capsys):
     results = train_and_evaluate(tiny_config(**{"total_steps": 60}), tmp_path)
     out = capsys.readouterr().out
-    assert "step 60/60" in out and "img/s" in out and "ETA" in out and "Total:" in out
+    assert "step 60/60" in out and "img/s" in out and "ETA" in out
+    assert "Parameters: 18,218 in 40 arrays" in out and "Total:" not in out  # short summary
+    assert "Total: 18,218" in (tmp_path / "parameters.txt").read_text()  # the full table
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert len(losses) == 6 and losses[-1] < 0.7 * losses[0]  # log(10) = 2.30 at step 0
@@ -34,10 +36,11 @@ def test_resume_continues_and_finished_run_reports_complete(tmp_path, capsys):
     capsys.readouterr()
     train_and_evaluate(tiny_config(**{"total_steps": 30}), tmp_path)
     out = capsys.readouterr().out
-    assert "Resumed from step 15" in out and "Training 15 -> 30" in out
+    assert "Resuming from step 15" in out and "Training 15 -> 30" in out
     again = train_and_evaluate(tiny_config(**{"total_steps": 30}), tmp_path)
     out = capsys.readouterr().out
     assert "Run already complete at step 30/30" in out and "Training" not in out
+    assert "Parameters" not in out
     assert again["final"]["step"] == 30
 
 
@@ -96,6 +99,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({"total_steps": 0}, "config.total_steps must be a positive integer"),
     ({"eval_batch_size": 100}, "eval_batch_size=100 is not divisible by the 8 data"),
     ({"mesh.data": 3}, "uses 3 devices but 8 are available"),
+    ({"optim.lr": -1.0}, r"optim.lr=-1.0 must be a number in \(0, inf\)"),
+    ({"optim.b2": 1.0}, r"optim.b2=1.0 must be a number in \[0, 1\)"),
+    ({"optim.warmup_steps": 40}, "optim.warmup_steps .* exceed the 30 training steps"),
+    ({"model.dropout": 1.5}, r"dropout=1.5 must be a rate in \[0, 1\)"),
+    ({"model.layerscale": -1.0}, "layerscale=-1.0 must be None"),
+    ({"model.depth": 0}, "depth=0 must be an integer >= 1"),
+    ({"init_from": "no/such/run"}, "config.init_from=no/such/run: nothing there"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, changes, match):
     with pytest.raises(ValueError, match=match):

@@ -32,18 +32,15 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from vit_jax.logs import drop_messages
+from vit_jax.paths import absolute
+
 _CKPT_SUBDIR = "checkpoints"
 
 
-class _NoMetricsWarningFilter(logging.Filter):
-    """Orbax warns on every save without metrics once best-tracking is on; periodic saves
-    between evals are expected to have none, so the warning is only noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
-
-
-logging.getLogger("absl").addFilter(_NoMetricsWarningFilter())
+# Orbax warns on every save without metrics once best-tracking is on; periodic saves between
+# evals are expected to have none, so the warning is only noise.
+drop_messages("did not provide metrics")
 
 
 @dataclasses.dataclass
@@ -145,7 +142,11 @@ class Checkpointer:
             cleanup_tmp_directories=True,  # Remove leftovers of interrupted saves.
             create=True,
         )
-        self.directory = epath.Path(workdir) / _CKPT_SUBDIR
+        self.directory = epath.Path(absolute(workdir)) / _CKPT_SUBDIR
+        # Orbax deletes the leftovers of interrupted saves when it opens the directory; note
+        # them first so the run can say what it found.
+        self.discarded = sorted(p.name for p in self.directory.glob("*.orbax-checkpoint-tmp*")) \
+            if self.directory.exists() else []
         self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
     # ------------------------------------------------------------------ queries

@@ -7,11 +7,15 @@ values (and builds the model abstractly) before any data is read or memory alloc
 
 from __future__ import annotations
 
+import typing
+
 import ml_collections as mlc
 from ml_collections.config_dict import placeholder
 
 from vit_jax import optim
+from vit_jax.data.config import DataConfig
 from vit_jax.data.config import default_config as data_default_config
+from vit_jax.paths import absolute
 
 
 def base_config() -> mlc.ConfigDict:
@@ -19,11 +23,10 @@ def base_config() -> mlc.ConfigDict:
     c.seed = 0
     c.total_steps = 1000
     c.batch_size = 128  # global, over all processes and devices
-    c.data = data_default_config()  # keys and defaults: vit_jax/data/config.py
+    c.data = mlc.ConfigDict(overridable(  # keys and defaults: vit_jax/data/config.py
+        data_default_config().to_dict(), _scalar_types(typing.get_type_hints(DataConfig))))
     c.model = model_config("Ti/16", image_size=32)
-    c.optim = mlc.ConfigDict(dict(optim.DEFAULTS))
-    c.optim.total_steps = mlc.FieldReference(None, field_type=int)
-    c.label_smoothing = 0.0  # applied by the pp 'onehot' op; kept here for the record
+    c.optim = mlc.ConfigDict(overridable(optim.DEFAULTS, optim.OPTIONAL_TYPES))
     c.eval_every_steps = 200
     c.log_every_steps = 20
     c.checkpoint_every_steps = 200
@@ -36,6 +39,26 @@ def base_config() -> mlc.ConfigDict:
     return c
 
 
+def _scalar_types(hints: dict[str, typing.Any]) -> dict[str, type]:
+    """The first scalar type of each annotation (``float | None`` -> float)."""
+    out = {}
+    for name, hint in hints.items():
+        scalars = [t for t in typing.get_args(hint) or (hint,) if t in (int, float, str, bool)]
+        if scalars:
+            out[name] = scalars[0]
+    return out
+
+
+def overridable(defaults: dict, types: dict[str, type]) -> dict:
+    """``defaults`` with each None replaced by a typed placeholder: ml_collections can only
+    override a field from the command line (``--config.x=5``) when it knows the field's type,
+    and a bare None has none."""
+    missing = sorted(k for k, v in defaults.items() if v is None and k not in types)
+    if missing:
+        raise TypeError(f"None defaults {missing} need a type to be overridable")
+    return {k: placeholder(types[k]) if v is None else v for k, v in defaults.items()}
+
+
 # Options that default to what the variant string says (None = take it from the variant).
 FROM_VARIANT = ("width", "depth", "mlp_dim", "num_heads", "patch_size")
 
@@ -46,10 +69,13 @@ def model_config(variant: str, **changes) -> mlc.ConfigDict:
     The defaults are read from the model's own signature: the class is the single source of
     truth. Type-unsafe so image/patch sizes may be ints or (h, w) pairs.
     """
-    from vit_jax.models import CNNS, model_options
+    from vit_jax.models import CNNS, model_class, model_options
 
     from_variant = {} if variant in CNNS else dict.fromkeys(FROM_VARIANT)
-    options = {"variant": variant, **model_options(variant), **from_variant}
+    defaults = {**model_options(variant), **from_variant}
+    hints = typing.get_type_hints(model_class(variant).__init__)
+    types = {**_scalar_types(hints), **dict.fromkeys(FROM_VARIANT, int)}
+    options = {"variant": variant, **overridable(defaults, types)}
     unknown = sorted(set(changes) - set(options))
     if unknown:
         raise ValueError(f"unknown model options {unknown} for {variant!r}; valid: "
@@ -96,7 +122,18 @@ def validate(config: mlc.ConfigDict):
     if not isinstance(accum, int) or accum < 1 or (config.batch_size // procs) % accum:
         raise ValueError(f"config.optim.grad_accum_steps={accum!r} must be a positive integer "
                          f"dividing the per-process batch {config.batch_size // procs}")
-    optim.build_tx(dict(config.optim.to_dict(), total_steps=config.total_steps))
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool):
+        raise ValueError(f"config.seed must be an integer, got {config.seed!r}")
+    keep = config.checkpoint.keep
+    if not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"config.checkpoint.keep={keep!r} must be an integer >= 1 (the latest "
+                         "checkpoint is needed to resume)")
+    if config.init_from and not absolute(config.init_from).exists():
+        raise ValueError(f"config.init_from={config.init_from}: nothing there (looked at "
+                         f"{absolute(config.init_from)}); give a training workdir, a "
+                         "checkpoints/<step> folder or a .npz/.safetensors file")
+    optim.build_tx(dict(config.optim.to_dict(), total_steps=config.optim.total_steps
+                        or config.total_steps))
     info = data.dataset_info(config.data)
     try:  # shapes only: catches bad variants, patch/image mismatches, head counts
         nnx.eval_shape(lambda: build_model(config, info.num_classes))

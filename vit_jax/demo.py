@@ -33,15 +33,20 @@ def quick_config(steps: int = 150):
 
 
 def trained_workdir(workdir: str | Path | None = None, *, steps: int = 150) -> Path:
-    """``workdir`` (default ``runs/quickstart``) if it holds checkpoints; otherwise the cached
+    """``workdir`` (default ``runs/quickstart``) if it holds a complete checkpoint; else the cached
     small run ``runs/demo/steps_<steps>``, trained first if missing (``quick_config(steps)``).
 
     The training log is hidden (it is long); one line says what was used or trained.
     """
+    from vit_jax.loading import CheckpointNotFoundError, checkpoint_location
+
     path = Path(workdir) if workdir is not None else QUICKSTART_WORKDIR
-    if (path / "checkpoints").is_dir():
+    try:
+        checkpoint_location(path)  # a complete checkpoint, not just a started run
         print(f"using the trained run {path}")
         return path
+    except CheckpointNotFoundError:
+        pass
     cached = DEMO_ROOT / f"steps_{steps}"
     DEMO_ROOT.mkdir(parents=True, exist_ok=True)
     with open(DEMO_ROOT / ".lock", "w") as lock:

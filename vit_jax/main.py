@@ -11,13 +11,12 @@ pods) and ``python -m vit_jax.launch_local`` to try it on one machine.
 
 from __future__ import annotations
 
-import sys
 import traceback
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from vit_jax import distributed
+from vit_jax import cli, distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -42,8 +41,6 @@ _HEARTBEAT = flags.DEFINE_integer(
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from vit_jax.runtime import configure_runtime
 
     configure_runtime()
@@ -54,15 +51,14 @@ def main(argv: list[str]) -> None:
             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
             heartbeat_timeout=_HEARTBEAT.value)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(str(e))
     from vit_jax.train import train_and_evaluate
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except ValueError as e:  # config and data errors: the message is the whole story
-        print(f"error: {e}", file=sys.stderr)
-        distributed.exit_now(2)
+        cli.print_error(str(e))
+        distributed.exit_now(cli.USAGE_EXIT)
     except BaseException as e:  # noqa: BLE001 (KeyboardInterrupt too: peers must not hang)
         if not distributed.is_multiprocess() or isinstance(e, SystemExit):
             raise
@@ -71,4 +67,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

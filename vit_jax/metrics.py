@@ -32,15 +32,22 @@ def _scalar(value: Any) -> float:
     return float(np.asarray(value))
 
 
+METRICS_FILE = "metrics.jsonl"
+PARAMETER_TABLE = "parameters.txt"
+
+
 class MetricWriter:
     """TensorBoard event files + `metrics.jsonl` in `workdir` (no-op off process 0).
 
-    Scalars written for the same step are buffered and emitted as one JSON line when a new
-    step starts or on `flush()`/`close()`. The file is appended to, so a resumed run
-    continues it.
+    Scalars written for the same step are buffered and emitted as one JSON line by
+    `end_step()`, when a new step starts, or on `flush()`/`close()`. A run resumed from step N
+    (``resume_step``; 0 for a restart in a workdir without a checkpoint) first drops what the
+    interrupted run wrote after N (those steps are trained again): `metrics.jsonl` keeps each
+    step once, and TensorBoard is told to purge its events past N, so it shows one curve.
     """
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True):
+    def __init__(self, workdir: str, *, tensorboard: bool = True,
+                 resume_step: int | None = None):
         self.enabled = _is_main()
         self._tb = None
         self._file = None
@@ -49,11 +56,16 @@ class MetricWriter:
         if not self.enabled:
             return
         os.makedirs(workdir, exist_ok=True)
+        self.jsonl_path = os.path.join(workdir, METRICS_FILE)
+        had_events = any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+        if resume_step is not None and os.path.exists(self.jsonl_path):
+            _truncate_jsonl(self.jsonl_path, resume_step)
         if tensorboard:
             from tensorboardX import SummaryWriter  # Lazy: only process 0 needs it.
 
-            self._tb = SummaryWriter(logdir=workdir)
-        self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+            # purge_step: TensorBoard discards the older files' events from this step on.
+            purge = resume_step + 1 if had_events and resume_step is not None else None
+            self._tb = SummaryWriter(logdir=workdir, purge_step=purge)
         self._file = open(self.jsonl_path, "a")  # noqa: SIM115 (closed in close())
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -62,7 +74,7 @@ class MetricWriter:
             return
         step = int(step)
         if self._step is not None and step != self._step:
-            self._emit()
+            self.end_step()
         self._step = step
         values = {k: _scalar(v) for k, v in scalars.items()}
         self._pending.update(values)
@@ -70,7 +82,8 @@ class MetricWriter:
             for key, value in values.items():
                 self._tb.add_scalar(key, value, global_step=step)
 
-    def _emit(self) -> None:
+    def end_step(self) -> None:
+        """Writes the buffered step's JSON line now (a killed run keeps every finished step)."""
         if self._pending and self._file is not None:
             self._file.write(json.dumps({"step": self._step, **self._pending}) + "\n")
             self._file.flush()
@@ -80,7 +93,7 @@ class MetricWriter:
         """Writes the buffered step and flushes TensorBoard."""
         if not self.enabled:
             return
-        self._emit()
+        self.end_step()
         if self._tb is not None:
             self._tb.flush()
 
@@ -102,6 +115,26 @@ class MetricWriter:
         self.close()
 
 
+def _truncate_jsonl(path: str, last_step: int) -> None:
+    """Keeps the lines of steps <= ``last_step`` (atomically: a crash leaves either file)."""
+    with open(path) as f:
+        lines = f.readlines()
+    keep = [line for line in lines if line.strip() and _line_step(line) <= last_step]
+    if len(keep) == len(lines):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
+def _line_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):  # a line cut by a crash: drop it
+        return float("inf")
+
+
 def _hms(seconds: float) -> str:
     return str(datetime.timedelta(seconds=round(max(seconds, 0.0))))
 
@@ -111,7 +144,8 @@ class ProgressReporter:
 
     The loss is only fetched from the device when a line is printed, so calling this every
     step does not stall JAX's asynchronous dispatch. Throughput and ETA use the interval
-    since the previous line, so compilation time of the first step does not skew the ETA.
+    since the previous line, and the clock starts after the first step (which carries the
+    compilation), so the first ETA is not inflated by it.
     """
 
     def __init__(
@@ -127,14 +161,17 @@ class ProgressReporter:
         self.total_steps, self.batch_size = total_steps, batch_size
         self.every_steps, self.every_secs = every_steps, every_secs
         self.print_fn = print_fn
-        self._start = self._last_time = time.monotonic()
+        self._start = self._last_time = self._rate_time = time.monotonic()
         self._last_step = first_step
+        self._rate_step: int | None = None  # set by the first call: the rate starts there
 
     def __call__(
         self, step: int, *, loss: Any = None, lr: Any = None, force: bool = False
     ) -> str | None:
         """Reports progress after finishing `step`; returns the printed line (or None)."""
         now = time.monotonic()
+        if self._rate_step is None:  # the first step's call returns after compiling it
+            self._rate_step, self._rate_time = step, now
         due = force or step >= self.total_steps
         if self.every_steps and step - self._last_step >= self.every_steps:
             due = True
@@ -148,15 +185,16 @@ class ProgressReporter:
         if lr is not None:
             parts.append(f"lr {_scalar(lr):.3e}")
         now = time.monotonic()  # After fetching the loss: the interval includes the compute.
-        steps_per_sec = (step - self._last_step) / max(now - self._last_time, 1e-9)
-        eta = (self.total_steps - step) / steps_per_sec
-        parts += [
-            f"{steps_per_sec * self.batch_size:.1f} img/s",
-            f"elapsed {_hms(now - self._start)}",
-            f"ETA {_hms(eta)}",
-        ]
+        if step > self._rate_step:
+            steps_per_sec = (step - self._rate_step) / max(now - self._rate_time, 1e-9)
+            eta = _hms((self.total_steps - step) / steps_per_sec)
+            parts.append(f"{steps_per_sec * self.batch_size:.1f} img/s")
+        else:  # only the compiling step so far: no rate to tell yet
+            eta = "?"
+        parts += [f"elapsed {_hms(now - self._start)}", f"ETA {eta}"]
         line = " | ".join(parts)
         self._last_step, self._last_time = step, now
+        self._rate_step, self._rate_time = step, now
         if _is_main():
             self.print_fn(line)
         return line
@@ -201,15 +239,47 @@ def compute_eval_metrics(metrics: EvalMetrics, prefix: str = "eval/") -> dict[st
 # ---------------------------------------------------------------------- parameter table
 
 
-def log_parameter_overview(
-    model: nnx.Module, *, include_stats: bool = False, print_fn: Callable[[str], None] = print
-) -> str:
-    """Prints the table of parameter names/shapes/sizes and the total (process 0); returns it.
+def _group(parts: list[str]) -> tuple[str, str | None]:
+    """(up to two leading module names, the list index after them if any) of a param path."""
+    prefix = []
+    for part in parts[:-1]:
+        if part.isdigit():
+            return "/".join(prefix), part
+        if len(prefix) == 2:
+            break
+        prefix.append(part)
+    return "/".join(prefix) or parts[0], None
 
-    Stats (mean/std) are off by default: they cost a device pass over every parameter.
+
+def parameter_summary(model: nnx.Module, table_path: str | os.PathLike | None = None) -> str:
+    """A few lines a person reads at the start of a run: the total, then parameters per group
+    (top-level module, or its second level: ``encoder/blocks`` with the block count).
+
+    The full per-array table (clu's ``parameter_overview``) is written to ``table_path``
+    (process 0) instead of the terminal: 100+ lines for a 6-layer model.
     """
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    table = parameter_overview.get_parameter_overview(params, include_stats=include_stats)
-    if _is_main():
-        print_fn(table)
-    return table
+    flat = {"/".join(map(str, k)): v for k, v in flax.traverse_util.flatten_dict(params).items()}
+    sizes: dict[str, int] = {}
+    blocks: dict[str, set[str]] = {}
+    for name, array in sorted(flat.items()):
+        group, index = _group(name.split("/"))
+        sizes[group] = sizes.get(group, 0) + int(np.prod(array.shape))
+        if index is not None:
+            blocks.setdefault(group, set()).add(index)
+    total = sum(sizes.values())
+    nbytes = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in flat.values())
+    where = ""
+    if table_path is not None:
+        if _is_main():
+            table = parameter_overview.get_parameter_overview(params, include_stats=False)
+            with open(table_path, "w") as f:
+                f.write(table + "\n")
+        where = f"; every array in {table_path}"
+    width = max(len(g) for g in sizes)
+    lines = [f"Parameters: {total:,} in {len(flat)} arrays ({nbytes / 2**20:.1f} MiB){where}"]
+    for group, size in sizes.items():
+        n = len(blocks.get(group, ()))
+        each = f"  ({n} x {size // n:,})" if n > 1 else ""
+        lines.append(f"  {group:<{width}}  {size:>13,}{each}")
+    return "\n".join(lines)

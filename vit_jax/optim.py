@@ -48,6 +48,26 @@ DEFAULTS: dict[str, Any] = dict(
     grad_clip_norm=None,
     grad_accum_steps=1,  # read by the train step (accumulate_gradients), not by build_tx.
 )
+# The type of each option whose default is None (None = "off" or "the run's length").
+OPTIONAL_TYPES: dict[str, type] = dict(total_steps=int, grad_clip_norm=float)
+
+# Valid ranges of the numeric options: (low, high, brackets, what it means).
+RANGES: dict[str, tuple[float, float, str, str]] = dict(
+    lr=(0, math.inf, "()", "the peak learning rate"),
+    b1=(0, 1, "[)", "Adam's first-moment decay"),
+    b2=(0, 1, "[)", "Adam's second-moment decay"),
+    eps=(0, math.inf, "()", "Adam's epsilon"),
+    weight_decay=(0, math.inf, "[)", "0 = off"),
+    momentum=(0, 1, "[)", "SGD momentum, 0 = none"),
+    warmup_steps=(0, math.inf, "[)", "steps"),
+    total_steps=(1, math.inf, "[)", "steps"),
+    end_lr_factor=(0, 1, "[]", "final lr as a fraction of lr"),
+    timescale=(0, math.inf, "()", "steps"),
+    cooldown_steps=(0, math.inf, "[)", "steps"),
+    grad_clip_norm=(0, math.inf, "()", "None = no clipping"),
+    grad_accum_steps=(1, math.inf, "[)", "micro-batches per step"),
+)
+INTEGER_KEYS = ("warmup_steps", "total_steps", "cooldown_steps", "grad_accum_steps")
 
 
 def _resolve(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -56,7 +76,25 @@ def _resolve(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"Unknown optimizer config keys {unknown}; valid keys: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
+    merged = {**DEFAULTS, **given}
+    _check_ranges(merged)
+    return merged
+
+
+def _check_ranges(c: Mapping[str, Any]) -> None:
+    """Every numeric option in its valid range, named with the range, before any work."""
+    for key, (low, high, brackets, meaning) in RANGES.items():
+        value = c[key]
+        if value is None and key in OPTIONAL_TYPES:
+            continue
+        integer = key in INTEGER_KEYS
+        ok = isinstance(value, int if integer else int | float) and not isinstance(value, bool)
+        ok = ok and (value >= low if brackets[0] == "[" else value > low)
+        ok = ok and (value <= high if brackets[1] == "]" else value < high)
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            raise ValueError(f"optim.{key}={value!r} must be {kind} in {brackets[0]}{low}, "
+                             f"{high}{brackets[1]} ({meaning})")
 
 
 # ----------------------------------------------------------------------------- weight-decay mask
@@ -109,7 +147,8 @@ def build_schedule(cfg: Mapping[str, Any] | Any) -> optax.Schedule:
     if total is None and (kind in ("cosine", "linear") or cooldown):
         raise ValueError(f"schedule={kind!r} (or cooldown_steps) needs total_steps to be set")
     if total is not None and warmup + cooldown > int(total):
-        raise ValueError(f"warmup_steps + cooldown_steps ({warmup}+{cooldown}) > total_steps")
+        raise ValueError(f"optim.warmup_steps + optim.cooldown_steps ({warmup}+{cooldown}) "
+                         f"exceed the {total} training steps; lower --config.optim.warmup_steps")
     if end and kind not in ("cosine", "linear"):
         raise ValueError(f"end_lr_factor only applies to cosine/linear, not {kind!r}; set it to 0")
     if kind == "rsqrt" and not timescale > 0:

@@ -20,6 +20,7 @@ from vit_jax import data, metrics, optim, sharding
 from vit_jax.checkpoints import Checkpointer, install_preemption_handler, preemption_requested
 from vit_jax.config import build_model, validate
 from vit_jax.loading import init_from_pretrained
+from vit_jax.paths import absolute
 from vit_jax.train_step import make_eval_step, make_train_step
 
 
@@ -35,13 +36,19 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     """Trains (or resumes) the run in ``workdir``; returns its final and best eval metrics."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = absolute(workdir)
 
     # --- Config: every bad key or value fails here, before data or memory is touched.
     info = validate(config)
+    workdir.mkdir(parents=True, exist_ok=True)
     total_steps = config.total_steps
     pcount, pindex = jax.process_count(), jax.process_index()
+    results = _load_results(workdir)
+    ckpt = Checkpointer(workdir, **config.checkpoint)
+    if _is_complete(ckpt, results, total_steps):  # nothing to build: say so at once
+        _report_complete(results, workdir, total_steps)
+        ckpt.close()
+        return results
 
     # --- Input pipeline: each process reads its own shard of every global batch.
     train_iter = data.build_train_iterator(
@@ -60,12 +67,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     graphdef, state, state_shardings = sharding.create_sharded_state(create, mesh)
     model, optimizer = nnx.merge(graphdef, state)
     schedule = optim.build_schedule(optim_cfg)
-    metrics.log_parameter_overview(model)
-    log(f"Mesh {dict(mesh.shape)} over {jax.device_count()} {jax.default_backend()} devices, "
-        f"{pcount} process(es)")
 
     # --- Checkpoints: a workdir with a checkpoint resumes from it.
-    ckpt = Checkpointer(workdir, **config.checkpoint)
     if config.init_from and ckpt.latest_step() is None:  # transfer: a fresh run starts pretrained
         init_from_pretrained(model, config, log=log)
     rng = jax.random.PRNGKey(config.seed)
@@ -81,7 +84,6 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         start_step, rng = restored.step, restored.rng
         if restored.data_state:
             train_iter.set_state(restored.data_state)
-        log(f"Resumed from step {start_step} ({ckpt.directory})")
 
     # --- Steps: jitted with the state's shardings, state buffers donated.
     graphdef, state = nnx.split((model, optimizer))
@@ -94,19 +96,19 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     def evaluate(state) -> dict:
         return run_eval(eval_step, state, config, mesh)
 
-    results = _load_results(workdir)
-    if start_step >= total_steps:
-        log(f"Run already complete at step {start_step}/{total_steps} in {workdir}; "
-            "nothing to train (use a new --workdir or raise --config.total_steps).")
-        if "final" not in results:
-            results["final"] = {"step": start_step, **evaluate(state)}
-        _report(results, workdir, log)
+    if start_step >= total_steps:  # complete, but its final eval was never recorded
+        results["final"] = {"step": start_step, **evaluate(state)}
+        _report_complete(results, workdir, total_steps)
         ckpt.close()
         return results
 
     # --- Loop.
+    log(_resume_message(ckpt, start_step, workdir))
     install_preemption_handler()
-    writer = metrics.MetricWriter(str(workdir))
+    log(metrics.parameter_summary(model, workdir / metrics.PARAMETER_TABLE))
+    log(f"Mesh {dict(mesh.shape)} over {jax.device_count()} {jax.default_backend()} devices, "
+        f"{pcount} process(es)")
+    writer = metrics.MetricWriter(str(workdir), resume_step=start_step)
     progress = metrics.ProgressReporter(total_steps, batch_size=config.batch_size,
                                         every_steps=config.log_every_steps, every_secs=30,
                                         first_step=start_step)
@@ -132,6 +134,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
             log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
             _update_best(results, step, eval_metrics, config.checkpoint.best_metric)
             _save_results(results, workdir)
+        writer.end_step()
 
         preempted = preemption_requested(step)  # multi-process: JAX agrees on the step
         if step % config.checkpoint_every_steps == 0 or step == total_steps or preempted:
@@ -152,6 +155,30 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     ckpt.close()
     writer.close()
     return results
+
+
+def _is_complete(ckpt: Checkpointer, results: dict, total_steps: int) -> bool:
+    latest = ckpt.latest_step()
+    final = results.get("final", {}).get("step")
+    return latest is not None and latest >= total_steps and final == latest
+
+
+def _report_complete(results: dict, workdir: Path, total_steps: int) -> None:
+    log(f"Run already complete at step {results['final']['step']}/{total_steps} in {workdir}; "
+        "nothing to train (use a new --workdir or raise --config.total_steps).")
+    _report(results, workdir, log)
+
+
+def _resume_message(ckpt: Checkpointer, start_step: int, workdir: Path) -> str:
+    """What the run found in its workdir, so a rerun never silently starts over."""
+    discarded = (f" (an interrupted save was discarded: {', '.join(ckpt.discarded)})"
+                 if ckpt.discarded else "")
+    if start_step:
+        return f"Resuming from step {start_step} ({ckpt.directory}){discarded}"
+    if discarded or (workdir / metrics.METRICS_FILE).exists():
+        why = discarded or " (the earlier run stopped before its first save)"
+        return f"No complete checkpoint in {ckpt.directory}{why}; starting from step 0"
+    return f"Starting a new run in {workdir}"
 
 
 def optim_config(config: mlc.ConfigDict) -> dict:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
 from vit_jax.data.errors import DataError
+from vit_jax.paths import absolute
 
 EMBEDDED = ("digits", "shapes")
 NAME_CHOICES = "'digits', 'shapes', 'folder' (with root=...) or 'tfds:<name>' (with data_dir=...)"
@@ -62,9 +62,9 @@ def resolve(config: Mapping[str, Any] | ml_collections.ConfigDict | DataConfig) 
             f"unknown data.shapes keys {unknown}; valid keys: {sorted(SHAPES_DEFAULTS)}"
         )
     values["shapes"] = {**SHAPES_DEFAULTS, **shapes}
-    for key in ("data_dir", "root"):
-        if isinstance(values.get(key), str):
-            values[key] = os.path.expanduser(values[key])
+    for key in ("data_dir", "root"):  # relative to where the user typed them, ~ expanded
+        if isinstance(values.get(key), str) and values[key]:
+            values[key] = str(absolute(values[key]))
     cfg = DataConfig(**values)
     _check(cfg)
     return cfg

@@ -10,7 +10,11 @@ from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
 
+from vit_jax.logs import drop_messages
+
 ENV_DATA_DIR = "VIT_JAX_DATA_DIR"
+# TFDS probes the version folder before the first preparation has written its metadata.
+drop_messages("has no dataset_info.json")
 
 
 class EmbeddedBuilder(tfds.core.GeneratorBasedBuilder):
@@ -25,6 +29,15 @@ class EmbeddedBuilder(tfds.core.GeneratorBasedBuilder):
     @classmethod
     def code_path(cls) -> None:
         return None
+
+    # TFDS announces a "download" of unknown size and draws progress bars (raw control codes
+    # in a log file); nothing is downloaded here, so one plain line replaces both.
+    def _log_download_bytes(self) -> None:
+        print(f"Preparing the embedded dataset {self.name!r} in {self.data_dir} (first use "
+              "only)", flush=True)
+
+    def _log_download_done(self) -> None:
+        pass
 
 
 def default_data_dir() -> str:
@@ -54,6 +67,7 @@ def prepared_builder(
             logging.info("Preparing %s into %s (first use)", builder.info.full_name, data_dir)
             # GCS is never reachable here: do not even try.
             download_config = tfds.download.DownloadConfig(try_download_gcs=False)
+            tfds.disable_progress_bar()  # see EmbeddedBuilder._log_download_bytes
             builder.download_and_prepare(download_config=download_config)
     return builder
 

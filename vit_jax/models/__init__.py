@@ -40,9 +40,14 @@ def _vit_options() -> list[str]:
     return [name for name, p in params.items() if p.kind == p.KEYWORD_ONLY and name != "rngs"]
 
 
+def model_class(variant: str) -> type[nnx.Module]:
+    """The class that ``create_model(variant)`` instantiates."""
+    return CNNS.get(variant, VisionTransformer)
+
+
 def model_options(variant: str) -> dict:
     """The keyword options of the model class behind ``variant`` with their defaults."""
-    cls = CNNS.get(variant, VisionTransformer)
+    cls = model_class(variant)
     skip = ("self", "rngs", "num_classes", "_ignored", "seed")
     return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
             if name not in skip and p.kind == p.KEYWORD_ONLY and p.default is not p.empty}
@@ -60,4 +65,4 @@ def count_params(model: nnx.Module) -> int:
 
 
 __all__ = ["CNNS", "SIZES", "VisionTransformer", "SimpleCNN", "SmallResNet", "abstract_model",
-           "count_params", "create_model", "model_options", "parse_variant"]
+           "count_params", "create_model", "model_class", "model_options", "parse_variant"]

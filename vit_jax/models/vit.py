@@ -56,6 +56,13 @@ class VisionTransformer(nnx.Module):
         _check_choice("pool", pool, POOLS)
         _check_choice("dtype", dtype, tuple(DTYPES))
         _check_choice("patch_embed_method", patch_embed_method, METHODS)
+        _check_sizes(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads,
+                     in_channels=in_channels, num_registers=num_registers,
+                     representation_size=representation_size)
+        _check_rates(dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path)
+        if layerscale is not None and not (_is_number(layerscale) and layerscale > 0):
+            raise ValueError(f"layerscale={layerscale!r} must be None (off) or a number > 0 "
+                             "(the initial scale, e.g. 1e-5)")
         if pool == "cls" and not class_token:
             raise ValueError(
                 "pool='cls' needs class_token=True; use pool='gap' or 'map' without it")
@@ -139,6 +146,26 @@ class VisionTransformer(nnx.Module):
         if return_extras or return_attention:
             return out, extras
         return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_sizes(**sizes) -> None:
+    """Counts and widths: positive ints (num_registers may be 0, representation_size None)."""
+    for name, value in sizes.items():
+        if value is None and name == "representation_size":
+            continue
+        low = 0 if name == "num_registers" else 1
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+
+
+def _check_rates(**rates) -> None:
+    for name, value in rates.items():
+        if not (_is_number(value) and 0 <= value < 1):
+            raise ValueError(f"{name}={value!r} must be a rate in [0, 1) (0 = off)")
 
 
 def _check_choice(name: str, value, valid: tuple) -> None:

@@ -1,0 +1,25 @@
+"""Keeping libraries' log noise out of what people read.
+
+Orbax, TFDS and grain log through absl at WARNING for situations this project creates on
+purpose (a periodic save without eval metrics, a dataset folder probed before its first
+preparation). ``drop_messages`` silences exactly those messages, nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+class _DropFilter(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(f in message for f in self.fragments)
+
+
+def drop_messages(*fragments: str, logger: str = "absl") -> None:
+    """Drops records of ``logger`` whose message contains any of ``fragments``."""
+    logging.getLogger(logger).addFilter(_DropFilter(fragments))
