@@ -6,6 +6,8 @@ tables: logits match to ~1e-6 and round trips are bitwise.
 """
 
 import json
+import os
+import stat
 
 import jax
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from safetensors.numpy import save_file
 from scipy.special import erf
 
-from vit_jax import convert, create_model
+from vit_jax import convert, create_model, load_model
 from vit_jax.convert import (
     export_google,
     export_timm,
@@ -313,6 +315,81 @@ def test_cli(tmp_path, capsys):
     twin = load_params_into(random_model(depth=1, gelu_approximate=True), flat_params(m))
     np.testing.assert_array_equal(load_converted_any(tmp_path / "g.npz")(IMAGES),
                                   np.asarray(twin(IMAGES)))
+
+
+def test_google_round_trip_is_exact_when_told_the_models_gelu(tmp_path, capsys):
+    """Our models use the exact GELU; a Google file has no room to say so (Google's loaders
+    must read it), so the import takes Google's tanh form unless --gelu=exact says otherwise."""
+    m = random_model(depth=1)
+    want = np.asarray(m(IMAGES))
+    ours = save_converted(tmp_path / "m.npz", model_config(m), flat_params(m))
+    assert convert.main([f"--input={ours}", "--to=google", f"--output={tmp_path / 'g.npz'}"]) == 0
+    assert "Re-import the file with --gelu=exact" in capsys.readouterr().err
+    with np.load(tmp_path / "g.npz") as z:
+        assert set(z.files) == set(export_google(m))  # Google's names only
+    tanh = load_converted_any(tmp_path / "g.npz")(IMAGES)
+    assert 1e-6 < np.abs(tanh - want).max() < 1e-2  # the documented tanh/exact gap
+    assert convert.main([f"--input={tmp_path / 'g.npz'}", "--gelu=exact",
+                         f"--output={tmp_path / 'back'}"]) == 0
+    assert "exact GELU" in capsys.readouterr().out
+    np.testing.assert_array_equal(load_converted(tmp_path / "back" / "model.npz")(IMAGES), want)
+    config, params = import_checkpoint(tmp_path / "g.npz", gelu_approximate=False)
+    assert config["gelu_approximate"] is False
+    np.testing.assert_array_equal(
+        load_model(tmp_path / "g.npz", gelu_approximate=False, verbose=False)(IMAGES), want)
+    # The other way: a timm-family file whose model computed the tanh form.
+    twin = load_params_into(random_model(depth=1, gelu_approximate=True), flat_params(m))
+    save_file(export_timm(m)[0], str(tmp_path / "t.safetensors"))
+    assert convert.main([f"--input={tmp_path / 't.safetensors'}", "--num_heads=2", "--gelu=tanh",
+                         f"--output={tmp_path / 't.npz'}"]) == 0
+    np.testing.assert_array_equal(load_converted(tmp_path / "t.npz")(IMAGES), twin(IMAGES))
+    assert convert.main([f"--input={tmp_path / 't.npz'}", "--gelu=exact",
+                         f"--output={tmp_path / 'x.npz'}"]) == 2  # ours records its own form
+    assert "['gelu_approximate'] apply to Google and timm inputs only" in capsys.readouterr().err
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    """Every format is written as a plain open() writes: the umask for a new file, the old mode
+    for an existing one (safetensors' own writer makes files 0600)."""
+    src = convert.save_timm_safetensors(random_model(depth=1), tmp_path / "src.safetensors")
+    out = tmp_path / "out"
+    old = os.umask(0o027)
+    try:
+        for to, name in (("vit_jax", "a.npz"), ("google", "g.npz"), ("timm", "t.safetensors")):
+            assert convert.main([f"--input={src}", f"--output={out / name}", f"--to={to}"]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == {"a.npz": 0o640, "g.npz": 0o640, "t.safetensors": 0o640}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    (out / "t.safetensors").chmod(0o604)
+    convert.save_timm_safetensors(random_model(depth=1), out / "t.safetensors")
+    assert stat.S_IMODE((out / "t.safetensors").stat().st_mode) == 0o604
+
+
+def test_files_behind_symlinks_are_told_by_content(tmp_path, capsys):
+    """A hub cache: model.safetensors -> blobs/<hash>, a name without the suffix."""
+    m = random_model(depth=1)
+    (tmp_path / "blobs").mkdir()
+    convert.save_timm_safetensors(m, tmp_path / "blobs" / "t.safetensors").rename(
+        tmp_path / "blobs" / "1a2b")
+    save_converted(tmp_path / "blobs" / "n.npz", model_config(m), flat_params(m)).rename(
+        tmp_path / "blobs" / "3c4d")
+    (tmp_path / "model.safetensors").symlink_to(tmp_path / "blobs" / "1a2b")
+    (tmp_path / "ours.npz").symlink_to(tmp_path / "blobs" / "3c4d")
+    assert convert.file_kind(tmp_path / "blobs" / "1a2b") == ".safetensors"
+    assert convert.file_kind(tmp_path / "blobs" / "3c4d") == ".npz"
+    want = np.asarray(m(IMAGES))
+    for name in ("model.safetensors", "ours.npz"):
+        np.testing.assert_array_equal(load_model(tmp_path / name, verbose=False)(IMAGES), want)
+    (tmp_path / "notes").write_text("not a checkpoint")
+    assert convert.main([f"--input={tmp_path / 'notes'}", f"--output={tmp_path / 'o'}"]) == 2
+    assert "unknown checkpoint file type 'notes'" in capsys.readouterr().err
+    assert convert.main([f"--input={tmp_path / 'gone.npz'}", f"--output={tmp_path / 'o'}"]) == 2
+    assert "gone.npz: no such file" in capsys.readouterr().err
+    assert convert.main([f"--input={tmp_path / 'ours.npz'}", "--to=timm",
+                         f"--output={tmp_path / 'o.npz'}"]) == 2
+    assert "names a .npz file but --to=timm writes .safetensors" in capsys.readouterr().err
 
 
 def load_converted_any(path):

@@ -123,6 +123,34 @@ def test_op_failure_is_reported_with_the_op(example):
         run("decode", {"image": b"not an image", "label": 0})
 
 
+def test_decode_takes_pil_images_and_arrays_like_bytes():
+    """Prediction feeds PIL images and arrays: the same mode/channel handling as files."""
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    grey = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+    for pixels in (rgba, grey):
+        for spec in ("decode", "decode(channels=1)", "decode(channels=3)"):
+            want = run(spec, {"image": png(pixels)})["image"]
+            got = run(spec, {"image": Image.fromarray(pixels)})["image"]
+            np.testing.assert_array_equal(got, want)
+    assert run("decode", {"image": Image.fromarray(rgba)})["image"].shape == (6, 5, 3)
+    assert run("decode", {"image": Image.fromarray(grey)})["image"].shape == (6, 5, 1)
+    np.testing.assert_array_equal(run("decode", {"image": grey})["image"], grey[..., None])
+    with pytest.raises(data.DataError, match="not in a format PIL reads"):
+        run("decode", {"image": b"not an image"})
+
+
+def test_without_label_ops_keeps_every_image_op():
+    pp = data.build_pp("decode(channels=3)|resize(8)|value_range(0, 1)|"
+                       "onehot(10, label_smoothing=0.1)")
+    images = pp.without_label_ops()
+    assert images.spec == "decode(channels=3)|resize(8)|value_range(0, 1)"
+    assert [name for name, _ in images.ops] == ["decode", "resize", "value_range"]
+    ex = {"image": png(np.full((4, 4), 255, np.uint8))}  # no label: onehot would fail
+    np.testing.assert_array_equal(images(ex)["image"], np.ones((8, 8, 3), np.float32))
+    assert data.build_pp("onehot(3)").without_label_ops().ops == []
+
+
 def test_mix_pairs_exact_values():
     batch = {
         "image": np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1),

@@ -1,6 +1,10 @@
 """load_model: every source gives the trained function back, and transfer changes are exact."""
 
 import importlib.util
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -16,6 +20,7 @@ from vit_jax.loading import CheckpointNotFoundError
 from vit_jax.models.resample import resize_grid
 from vit_jax.train import optim_config, train_and_evaluate
 
+REPO = Path(__file__).resolve().parent.parent
 IMAGES = np.asarray(jax.random.normal(jax.random.key(1), (4, 8, 8, 1)))
 IMAGES16 = np.asarray(jax.random.normal(jax.random.key(2), (4, 16, 16, 1)))
 
@@ -114,6 +119,58 @@ def test_converted_google_and_timm_files_load(workdir, tmp_path):
                                atol=1e-6)
     bigger = load_model(timm, image_size=16, num_classes=4)  # transfer from a foreign file
     assert bigger.posemb.pos_embedding.shape == (1, 17, 32) and bigger(IMAGES16).shape == (4, 4)
+
+
+def test_convert_reads_a_workdir_and_load_model_its_output_directory(workdir, tmp_path, capsys):
+    """convert --input=WORKDIR (or checkpoints/<step>) -> DIR; load_model(DIR) reads DIR/model.*"""
+    want = load_model(workdir, step=15, verbose=False)(IMAGES)
+    assert convert.main([f"--input={workdir}", "--step=15", f"--output={tmp_path / 'a'}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"wrote {tmp_path / 'a' / 'model.npz'} (vit_jax;")
+    assert out.endswith(f"exact GELU) from {workdir} step 15\n")
+    assert convert.main([f"--input={workdir / 'checkpoints' / '15'}", "--to=timm",
+                         f"--output={tmp_path / 'b'}"]) == 0
+    np.testing.assert_array_equal(load_model(tmp_path / "a")(IMAGES), want)
+    np.testing.assert_allclose(load_model(tmp_path / "b")(IMAGES), want, atol=1e-6)
+    assert convert.main([f"--input={tmp_path / 'a'}", f"--output={tmp_path / 'c.npz'}"]) == 0
+    np.testing.assert_array_equal(load_model(tmp_path / "c.npz")(IMAGES), want)
+    (tmp_path / "b" / "model.npz").write_bytes((tmp_path / "a" / "model.npz").read_bytes())
+    with pytest.raises(ValueError, match=r"b holds both model.npz and model.safetensors: pass "
+                       r"the one to load"):
+        load_model(tmp_path / "b")
+    capsys.readouterr()
+    assert convert.main([f"--input={workdir}", "--gelu=exact", "--image_size=16",
+                         f"--output={tmp_path / 'd'}"]) == 2
+    assert ("--gelu, --image_size apply to Google and timm files; " in capsys.readouterr().err)
+    assert convert.main([f"--input={workdir}", "--step=7", f"--output={tmp_path / 'd'}"]) == 2
+    assert r"no step 7 " in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_relative_home_and_symlinked_paths(workdir, tmp_path, monkeypatch, capsys):
+    """load_model in-process, and convert as a command run from another directory."""
+    want = load_model(workdir)(IMAGES)
+    elsewhere, home = tmp_path / "elsewhere", tmp_path / "home"
+    elsewhere.mkdir()
+    home.mkdir()
+    (home / "run").symlink_to(workdir)
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HOME", str(home))
+    np.testing.assert_array_equal(load_model(os.path.relpath(workdir))(IMAGES), want)
+    np.testing.assert_array_equal(load_model("~/run")(IMAGES), want)
+    assert f"{workdir} (step 30)" in capsys.readouterr().out  # the real place, symlink resolved
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    for args in (["--input=~/run", "--to=timm", "--output=../exported"],  # -> DIR/model.*
+                 ["--input=../exported", "--output=~/back.npz"]):
+        out = subprocess.run([sys.executable, "-m", "vit_jax.convert", *args], cwd=elsewhere,
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+    assert f"wrote {home / 'back.npz'} (vit_jax;" in out.stdout
+    np.testing.assert_allclose(load_model("../exported")(IMAGES), want, atol=1e-6)
+    np.testing.assert_allclose(load_model(home / "back.npz")(IMAGES), want, atol=1e-6)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "exported" / "model.safetensors").stat().st_mode) == \
+        0o666 & ~umask
 
 
 def finetune_config(init_from, **changes):

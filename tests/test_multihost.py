@@ -140,6 +140,7 @@ def test_two_processes_train_like_one_checkpoints_move_and_a_dead_process_ends_t
     out = finish(spawned[0], two_log)
     finish(spawned[1], one_log)
     assert "over 8 cpu devices, 2 process(es)" in out
+    assert "[Gloo]" not in out and "peer ranks" not in out  # the launcher drops handshakes
     assert_same_checkpoint(tmp_path / "two", tmp_path / "one", 10, tiny_config())
 
     # Logs, metrics and results come from process 0 only, once; checkpoints are complete.
@@ -171,10 +172,10 @@ def test_two_processes_train_like_one_checkpoints_move_and_a_dead_process_ends_t
     capsys.readouterr()
     train_and_evaluate(tiny_config(**{**RUN, **mesh(1, 8, 1), "total_steps": 15}),
                        tmp_path / "two_on_one")
-    assert "Resumed from step 10" in capsys.readouterr().out
+    assert "Resuming from step 10" in capsys.readouterr().out
 
     out = tmp_path.joinpath("one_on_two.0.log").read_text()
-    assert "Resumed from step 10" in out and "over 8 cpu devices, 2 process(es)" in out
+    assert "Resuming from step 10" in out and "over 8 cpu devices, 2 process(es)" in out
     # Both continuations start from the same (bitwise) step-10 state, restored onto another
     # mesh and process count; 5 steps later they agree to rounding.
     assert_close_checkpoints(tmp_path / "one_on_two", tmp_path / "two_on_one", 15)

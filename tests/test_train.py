@@ -99,7 +99,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({"total_steps": 0}, "config.total_steps must be a positive integer"),
     ({"eval_batch_size": 100}, "eval_batch_size=100 is not divisible by the 8 data"),
     ({"mesh.data": 3}, "uses 3 devices but 8 are available"),
-    ({"optim.lr": -1.0}, r"optim.lr=-1.0 must be a number in \(0, inf\)"),
+    ({"optim.lr": -1.0}, r"optim.lr=-1.0 must be a number in \[0, inf\)"),
     ({"optim.b2": 1.0}, r"optim.b2=1.0 must be a number in \[0, 1\)"),
     ({"optim.warmup_steps": 40}, "optim.warmup_steps .* exceed the 30 training steps"),
     ({"model.dropout": 1.5}, r"dropout=1.5 must be a rate in \[0, 1\)"),

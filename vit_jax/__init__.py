@@ -7,7 +7,8 @@ The model entry points are imported lazily, so grain worker processes (which imp
 from __future__ import annotations
 
 _LAZY = {"abstract_model": "vit_jax.models", "count_params": "vit_jax.models",
-         "create_model": "vit_jax.models", "load_model": "vit_jax.loading"}
+         "create_model": "vit_jax.models", "load_model": "vit_jax.loading",
+         "load_predictor": "vit_jax.predict"}
 
 __all__ = sorted(_LAZY)
 

@@ -2,7 +2,14 @@
 
     python -m vit_jax.convert --input=ViT-B_16.npz --output=DIR            # -> DIR/model.npz
     python -m vit_jax.convert --input=vit_b16.safetensors --output=b16.npz --variant=B/16
-    python -m vit_jax.convert --input=DIR/model.npz --output=b16.safetensors --to=timm
+    python -m vit_jax.convert --input=DIR --output=b16.safetensors --to=timm   # DIR/model.npz
+    python -m vit_jax.convert --input=runs/quickstart [--step=N] --output=DIR   # a training run
+
+``--input`` is a file, the directory an earlier ``--output=DIR`` wrote, or a training workdir
+(or one of its ``checkpoints/<step>`` directories, read by ``vit_jax.loading``; the latest step
+unless ``--step``). Paths may be relative, ``~``-prefixed or symlinks (a file whose resolved
+name lacks ``.npz``/``.safetensors``, e.g. a hub cache blob, is told by its content). Files are
+written with the permissions a plain ``open()`` gives (the umask), whichever the format.
 
 Formats (``FORMATS``):
 - ``google``: the original ViT (google-research/vision_transformer) and big_vision, told apart
@@ -20,7 +27,22 @@ export. Anything the table cannot place is an error naming the keys, never skipp
 Parity note: Google's Flax models (vision_transformer ``models_vit.py``, big_vision ``vit.py``)
 call ``flax.linen.gelu`` = ``jax.nn.gelu`` with its default ``approximate=True`` (tanh form); timm
 uses exact erf GELU. Imported Google checkpoints get ``gelu_approximate=True`` so they compute what
-the original JAX model computes; timm files keep the exact form (the gap is ~1e-3 in logits).
+the original JAX model computes; timm files keep the exact form (the gap is ~1e-4..1e-3 in
+logits). ``--gelu=tanh|exact`` (``gelu_approximate=`` in ``import_checkpoint``/``load_model``)
+overrides the family's form for a file that was trained with the other one.
+
+Round trips (export, then import the file again): the parameter values always come back
+bit-exact (a Google export may re-lay the position table exactly: a zero [cls] row added, or the
+[cls] row folded into the token); the logits come back bit-exact, at the exported image size,
+when
+- the file is ours (``vit_jax`` .npz) or a timm file we exported: both carry our config, GELU
+  form included;
+- the file is a Google .npz and the model used the tanh GELU (Google's form), or the import is
+  told the model's form with ``--gelu=exact`` / ``gelu_approximate=False``. A Google file has no
+  room for our config (extra keys would break Google's loaders), so without that an exact-GELU
+  model comes back computing the tanh GELU (logits off by ~1e-4). Google imports also take
+  Google's ``posemb_resample='zoom'``, which matters only at another image size.
+Files that timm or Google wrote themselves have no such caveat: they import in their own form.
 """
 
 from __future__ import annotations
@@ -29,6 +51,7 @@ import argparse
 import json
 import math
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,12 +60,16 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from vit_jax import paths
 from vit_jax.models import create_model
 from vit_jax.models.patch_embed import grid_size
 from vit_jax.models.resample import check_method, resample_posemb
 from vit_jax.models.variants import SIZES, parse_variant
+from vit_jax.models.vit import VisionTransformer
 
 FORMATS = ("vit_jax", "google", "timm")
+EXTENSIONS = {"vit_jax": ".npz", "google": ".npz", "timm": ".safetensors"}
+GELU_FORMS = {"tanh": True, "exact": False}  # --gelu -> the model's ``gelu_approximate``
 CONFIG_KEY = "__vit_jax_config__"
 # How each peer resizes position embeddings when it loads at a new resolution; a converted
 # model keeps its family's method for dynamic resolution too (config ``posemb_resample``).
@@ -338,21 +365,41 @@ def build_model(config: Mapping, **runtime) -> nnx.Module:
 # Files.
 
 
+def file_kind(path: str | Path) -> str | None:
+    """'.npz' or '.safetensors' by the name, else by the content (a hub cache blob behind a
+    symlink has neither suffix once resolved); None for anything else."""
+    path = Path(path)
+    if path.suffix in (".npz", ".safetensors"):
+        return path.suffix
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":  # a zip archive: what np.savez writes
+        return ".npz"
+    if len(head) == 9 and head[8:9] == b"{":  # u64 header length, then the JSON header
+        return ".safetensors"
+    return None
+
+
 def read_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(arrays by name, metadata) of a ``.npz`` or ``.safetensors`` file."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
+    path = paths.absolute(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    kind = file_kind(path)
+    if kind == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), "np") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
-    if path.suffix == ".npz":
+    if kind == ".npz":
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = {CONFIG_KEY: str(arrays.pop(CONFIG_KEY))} if CONFIG_KEY in arrays else {}
         return arrays, meta
-    raise ValueError(f"unknown checkpoint file type {path.name!r}; use .npz (Google or vit_jax) "
-                     "or .safetensors (timm)")
+    raise ValueError(f"{path}: unknown checkpoint file type {path.name!r}; use .npz (Google or "
+                     "vit_jax) or .safetensors (timm), or a training workdir")
 
 
 def detect_format(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> str:
@@ -369,12 +416,28 @@ def detect_format(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> 
 
 def save_converted(path: str | Path, config: Mapping, params: Mapping[str, np.ndarray]) -> Path:
     """Writes our format: loop-form names -> float32 arrays, plus the config as JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _output(path)
     arrays = {k: np.asarray(v, np.float32) for k, v in to_loop_names(params).items()}
     with path.open("wb") as f:
         np.savez(f, **arrays, **{CONFIG_KEY: np.array(json.dumps(dict(config)))})
     return path
+
+
+def _output(path: str | Path) -> Path:
+    """The absolute path to write, its directory created (with the umask's permissions)."""
+    path = paths.absolute(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_like_open(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(path)``, leaving the file the mode a plain ``open(path, 'wb')`` would: the umask's
+    for a new file, its own for an existing one (safetensors' writer makes every file 0600)."""
+    with path.open("ab"):  # creates it as open() does; an existing file keeps its mode
+        pass
+    mode = stat.S_IMODE(path.stat().st_mode)
+    write(path)
+    path.chmod(mode)
 
 
 def read_converted(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -440,13 +503,15 @@ def _depth(arrays, table, dialect) -> int:
 def infer_config(arrays: Mapping[str, np.ndarray], fmt: str, dialect: str = "vit", *,
                  variant: str | None = None, num_heads: int | None = None,
                  image_size=None, pool: str | None = None, posemb: str | None = None,
+                 gelu_approximate: bool | None = None,
                  known: Mapping | None = None) -> tuple[dict, tuple[int, int]]:
     """The architecture a checkpoint holds, from its names and shapes -> (config, its grid).
 
     Shapes decide; ``variant``/``num_heads`` fill in what shapes cannot say (timm's fused qkv
     hides the head count) and must agree with them. ``image_size`` is the size to build the
     model for; the checkpoint's own grid is taken from it when it fits the position table,
-    else assumed square (as timm does). ``known`` is a config stored by us in the file.
+    else assumed square (as timm does). ``gelu_approximate`` None: the form ``known`` records,
+    else the family's (see the parity note). ``known`` is a config stored by us in the file.
     """
     table = TABLES[fmt]
     depth = _depth(arrays, table, dialect)
@@ -492,7 +557,8 @@ def infer_config(arrays: Mapping[str, np.ndarray], fmt: str, dialect: str = "vit
         qk_norm=view("encoder/blocks/0/attn/q_norm/scale") is not None,
         representation_size=pre.shape[1] if pre is not None else None,
         # Google's Flax ViTs computed the tanh GELU; timm the exact one (see the parity note).
-        gelu_approximate=known.get("gelu_approximate", fmt == "google"),
+        gelu_approximate=(gelu_approximate if gelu_approximate is not None
+                          else known.get("gelu_approximate", fmt == "google")),
     )
     return config, grid
 
@@ -582,8 +648,9 @@ def _brief(config: Mapping) -> str:
 def import_checkpoint(path: str | Path, *, resample: str | None = None,
                       **overrides) -> tuple[dict, dict[str, np.ndarray]]:
     """Any supported file -> (our config, our loop-form params). ``overrides``: ``variant``,
-    ``num_heads``, ``image_size``, ``pool``, ``posemb`` (see ``infer_config``). A different
-    ``image_size`` resamples the position table with ``resample`` (default: the family's)."""
+    ``num_heads``, ``image_size``, ``pool``, ``posemb``, ``gelu_approximate`` (see
+    ``infer_config``). A different ``image_size`` resamples the position table with
+    ``resample`` (default: the family's)."""
     arrays, meta = read_file(path)
     fmt = detect_format(arrays, meta)
     if fmt == "vit_jax":
@@ -673,8 +740,8 @@ def export_timm(model: nnx.Module) -> tuple[dict[str, np.ndarray], dict[str, str
 
 
 def save_google_npz(model: nnx.Module, path: str | Path, dialect: str = "vit") -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Google's names only (no config key: Google's loaders must read the file as theirs)."""
+    path = _output(path)
     with path.open("wb") as f:
         np.savez(f, **export_google(model, dialect))
     return path
@@ -684,9 +751,8 @@ def save_timm_safetensors(model: nnx.Module, path: str | Path) -> Path:
     from safetensors.numpy import save_file
 
     arrays, meta = export_timm(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(arrays, str(path), metadata=meta)
+    path = _output(path)
+    _write_like_open(path, lambda p: save_file(arrays, str(p), metadata=meta))
     return path
 
 
@@ -697,43 +763,101 @@ def save_timm_safetensors(model: nnx.Module, path: str | Path) -> Path:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vit_jax.convert", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="Google .npz, timm .safetensors or ours .npz")
+    p.add_argument("--input", required=True,
+                   help="Google .npz, timm .safetensors, ours (.npz, or the directory convert "
+                        "wrote it to), or a training workdir / checkpoints/<step> directory")
     p.add_argument("--output", required=True, help="a file, or a directory (-> DIR/model.*)")
     p.add_argument("--to", choices=FORMATS, default="vit_jax", help="output format")
+    p.add_argument("--step", type=int, help="a training workdir's step (default: the latest)")
     p.add_argument("--variant", help="e.g. B/16: supplies what shapes cannot (timm head count)")
     p.add_argument("--num_heads", type=int)
     p.add_argument("--image_size", help="build for this size (H or H,W); resamples positions")
     p.add_argument("--resample", help="position resampling method for a new image_size")
     p.add_argument("--pool", help="override the inferred pooling (cls, gap, map, none)")
     p.add_argument("--posemb", help="for files without a learned table: sincos2d or none")
+    p.add_argument("--gelu", choices=sorted(GELU_FORMS),
+                   help="the GELU a Google/timm file's model used (default: its family's, "
+                        "Google tanh, timm exact); exact brings back bit-exactly a model of "
+                        "ours exported to Google")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        image_size = (None if args.image_size is None
-                      else [int(v) for v in args.image_size.split(",")])
-        config, params = import_checkpoint(
-            args.input, resample=args.resample, variant=args.variant, num_heads=args.num_heads,
-            image_size=image_size[0] if image_size and len(image_size) == 1 else image_size,
-            pool=args.pool, posemb=args.posemb)
-        ext = {"vit_jax": ".npz", "google": ".npz", "timm": ".safetensors"}[args.to]
-        out = Path(args.output)
-        out = out if out.suffix == ext else out / f"model{ext}"
-        if args.to == "vit_jax":
-            _fit(nnx.eval_shape(lambda: build_model(config)), params)  # checks, no memory
-            save_converted(out, config, params)
-        else:
-            model = load_params_into(build_model(config), params)
-            save = save_timm_safetensors if args.to == "timm" else save_google_npz
-            save(model, out)
+        config, params, source = _read_input(args)
+        out = _output_path(args.output, args.to)
+        _write(out, args.to, config, params)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    gelu = "tanh" if config.get("gelu_approximate") else "exact"
     print(f"wrote {out} ({args.to}; {_brief(config)}, {sum(v.size for v in params.values()):,} "
-          f"parameters, image_size {config['image_size']})")
+          f"parameters, image_size {config['image_size']}, {gelu} GELU) from {source}")
     return 0
+
+
+def _read_input(args: argparse.Namespace) -> tuple[dict, dict[str, np.ndarray], str]:
+    """(config, loop-form params, what was read) of ``--input``: a file, the directory convert
+    wrote or a training run."""
+    from vit_jax import loading  # loading imports this module
+
+    path = loading.resolve(args.input)
+    options = _import_options(args)
+    if not path.is_dir():
+        if args.step is not None:
+            raise ValueError(f"--step applies to training workdirs, not to {args.input}")
+        return *import_checkpoint(path, **options), str(path)
+    if options:
+        flags = ", ".join(f"--{_FLAGS.get(k, k)}" for k in sorted(options))
+        raise ValueError(f"{flags} apply to Google and timm files; {args.input} is a training "
+                         "run, whose checkpoint records its architecture")
+    _, step = loading.checkpoint_location(path, args.step)
+    model = loading.load_model(path, step=step, verbose=False)
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"{args.input} holds a {type(model).__name__}; only ViTs convert")
+    return model_config(model), flat_params(model), f"{path} step {step}"
+
+
+_FLAGS = {"gelu_approximate": "gelu"}  # import options named differently on the command line
+
+
+def _import_options(args: argparse.Namespace) -> dict:
+    """The options given for reading a Google/timm file, as ``import_checkpoint`` keywords."""
+    image_size = None
+    if args.image_size is not None:
+        try:
+            image_size = [int(v) for v in args.image_size.split(",")]
+        except ValueError:
+            raise ValueError(f"--image_size={args.image_size}: expected H or H,W") from None
+        image_size = image_size[0] if len(image_size) == 1 else image_size
+    options = dict(resample=args.resample, variant=args.variant, num_heads=args.num_heads,
+                   image_size=image_size, pool=args.pool, posemb=args.posemb,
+                   gelu_approximate=GELU_FORMS.get(args.gelu))
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _output_path(output: str, fmt: str) -> Path:
+    """``--output`` as the file to write: a name with ``fmt``'s extension, or DIR/model.ext."""
+    ext, suffix = EXTENSIONS[fmt], Path(output).suffix  # the name as given, before symlinks
+    if suffix in EXTENSIONS.values() and suffix != ext:
+        raise ValueError(f"--output={output} names a {suffix} file but --to={fmt} writes {ext}: "
+                         f"name a {ext} file or a directory")
+    out = paths.absolute(output)
+    return out if suffix == ext else out / f"model{ext}"
+
+
+def _write(out: Path, fmt: str, config: Mapping, params: Mapping[str, np.ndarray]) -> None:
+    if fmt == "vit_jax":
+        _fit(nnx.eval_shape(lambda: build_model(config)), params)  # checks, no memory
+        save_converted(out, config, params)
+        return
+    model = load_params_into(build_model(config), params)
+    if fmt == "google" and not config.get("gelu_approximate"):
+        print("note: this model uses the exact GELU; Google's code computes the tanh form "
+              "(logits differ by ~1e-4). Re-import the file with --gelu=exact to get this "
+              "model back exactly.", file=sys.stderr)
+    (save_timm_safetensors if fmt == "timm" else save_google_npz)(model, out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import threading
 import time
 
 from vit_jax import distributed
+from vit_jax.paths import absolute
 
 
 def free_port() -> int:
@@ -51,8 +53,16 @@ def process_env(index: int, count: int, port: int, devices: int,
     return env
 
 
+# Gloo (the CPU collectives) prints "[Gloo] Rank i is connected to n peer ranks ..." per device
+# and collective group, from several threads at once (lines arrive spliced): a handshake report,
+# never actionable, that buried the training log.
+_NOISE = re.compile(r"\[Gloo\] Rank|is connected to \d+ peer ranks")
+
+
 def _forward(stream, prefix: str, out) -> None:
     for line in iter(stream.readline, ""):
+        if _NOISE.search(line):
+            continue
         out.write(prefix + line)
         out.flush()
     stream.close()
@@ -135,7 +145,7 @@ def main(args: list[str] | None = None) -> int:
                         help="coordinator port on 127.0.0.1 (default: a free one)")
     known, extra = parser.parse_known_args(args)
     signal.signal(signal.SIGTERM, _interrupt)  # e.g. a CI timeout: take the processes along
-    argv = [f"--config={known.config}", f"--workdir={known.workdir}", *extra]
+    argv = [f"--config={known.config}", f"--workdir={absolute(known.workdir)}", *extra]
     return launch(known.num_processes, argv, devices_per_process=known.devices_per_process,
                   port=known.port)
 

@@ -1,11 +1,13 @@
 """``load_model(path)``: a ready model from any checkpoint we read, adapted for transfer.
 
-Sources, told apart by the path:
+Sources, told apart by the path (relative, ``~``-prefixed or symlinked paths all work):
 - a training workdir, or one of its ``checkpoints/<step>`` directories: the architecture comes
   from the config JSON saved with the step, the weights from its ``model`` item (the optimizer
   state is never read, so loading needs no optimizer);
-- a converted ``.npz`` written by ``vit_jax.convert`` (our names + ``__vit_jax_config__``);
-- a Google ``.npz`` or timm ``.safetensors`` file, imported through ``convert.import_checkpoint``.
+- a converted ``.npz`` written by ``vit_jax.convert`` (our names + ``__vit_jax_config__``), or the
+  directory ``convert --output=DIR`` wrote it to (one ``model.npz`` or ``model.safetensors``);
+- a Google ``.npz`` or timm ``.safetensors`` file, imported through ``convert.import_checkpoint``
+  (a file without those suffixes, e.g. a hub cache blob behind a symlink, is told by content).
 
 Then, for transfer (each change is printed, so a notebook or log shows what happened):
 - ``image_size``: learned positions are resampled to the new grid with the model's own
@@ -33,7 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 
-from vit_jax import convert
+from vit_jax import convert, paths
 from vit_jax.config import model_kwargs
 from vit_jax.models.flexi import change_patch_size
 from vit_jax.models.layers import Dense
@@ -41,8 +43,11 @@ from vit_jax.models.variants import parse_variant
 from vit_jax.models.vit import VisionTransformer, as_pair
 
 # ``import_checkpoint`` arguments that say how to read a Google/timm file (what its shapes
-# cannot tell); every other keyword of ``load_model`` is a model option.
-IMPORT_HINTS = ("variant", "num_heads", "pool", "posemb")
+# cannot tell, and which GELU form it was trained with); every other keyword of ``load_model``
+# is a model option.
+IMPORT_HINTS = ("variant", "num_heads", "pool", "posemb", "gelu_approximate")
+# What ``convert --output=DIR`` writes into DIR; such a directory stands for its one file.
+CONVERTED_NAMES = ("model.npz", "model.safetensors")
 # Architecture options that decide the parameters; a mismatch is named as a config fix.
 ARCH_KEYS = ("width", "depth", "mlp_dim", "num_heads", "in_channels", "class_token",
              "num_registers", "pool", "posemb", "posemb_includes_prefix", "representation_size",
@@ -71,8 +76,10 @@ def load_model(path: str | Path, *, step: int | None = None, image_size=None, pa
     (int or (h, w)) and ``num_classes`` change the model as the module docstring says.
     ``model_overrides`` are ``create_model`` options (e.g. ``scan=True``, ``dropout=0.1``,
     ``posemb_resample='zoom'``); for Google/timm files, ``variant``/``num_heads``/``pool``/
-    ``posemb`` help read the file (timm files do not record the head count). A checkpoint that
-    does not fit the model raises a ValueError listing the offending names and shapes.
+    ``posemb`` help read the file (timm files do not record the head count) and
+    ``gelu_approximate`` overrides the GELU form of the file's family (Google: tanh, timm: exact;
+    see ``vit_jax.convert``). A checkpoint that does not fit the model raises a ValueError
+    listing the offending names and shapes.
     ``verbose``: print what was loaded and every change (``load_with_summary`` returns it).
     """
     model, summary = load_with_summary(path, step=step, image_size=image_size,
@@ -87,7 +94,8 @@ def load_with_summary(path: str | Path, *, step: int | None = None, image_size=N
                       patch_size=None, num_classes: int | None = None,
                       **model_overrides) -> tuple[nnx.Module, list[str]]:
     """``load_model`` without printing: (model, [header line, one line per change])."""
-    foreign = _is_foreign(Path(path).expanduser())
+    path = resolve(path)
+    foreign = _is_foreign(path)
     hints = {k: model_overrides.pop(k) for k in IMPORT_HINTS if foreign and k in model_overrides}
     source = read_checkpoint(path, step=step, **hints)
     model = _build(source, model_overrides)
@@ -101,8 +109,9 @@ def load_with_summary(path: str | Path, *, step: int | None = None, image_size=N
 
 def read_checkpoint(path: str | Path, *, step: int | None = None, **hints) -> Source:
     """The architecture and parameters at ``path`` (any source the module docstring lists)."""
-    path = Path(path).expanduser()
-    if path.suffix in (".npz", ".safetensors"):
+    path = resolve(path)
+    kind = convert.file_kind(path)
+    if kind is not None:
         if step is not None:
             raise ValueError(f"step={step} applies to training workdirs, not to {path.name}")
         if not path.is_file():
@@ -111,41 +120,64 @@ def read_checkpoint(path: str | Path, *, step: int | None = None, **hints) -> So
             config, params = convert.read_converted(path)
             return Source(f"{path} (vit_jax)", config, params)
         config, params = convert.import_checkpoint(path, **hints)
-        family = "timm" if path.suffix == ".safetensors" else "google"
+        family = "timm" if kind == ".safetensors" else "google"
         return Source(f"{path} ({family})", config, params)
     if hints:
         raise ValueError(f"{sorted(hints)} help read Google/timm files; {path} is a workdir")
     return _read_workdir(path, step)
 
 
+def resolve(path: str | Path) -> Path:
+    """``path`` made absolute (``paths.absolute``); a directory that ``convert --output=DIR``
+    wrote (one ``model.npz`` or ``model.safetensors``, no training checkpoints) -> that file."""
+    path = paths.absolute(path)
+    if not path.is_dir() or _run_checkpoints(path) is not None:
+        return path
+    found = [path / name for name in CONVERTED_NAMES if (path / name).is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{path} holds both {found[0].name} and {found[1].name}: pass the one "
+                         f"to load, e.g. {found[0]}")
+    return found[0] if found else path
+
+
 def _is_foreign(path: Path) -> bool:
     """A Google .npz or timm .safetensors (not one of our converted files)."""
-    if path.suffix == ".safetensors":
+    kind = convert.file_kind(path)
+    if kind == ".safetensors":
         return True
-    if path.suffix != ".npz" or not path.is_file():
+    if kind != ".npz" or not path.is_file():
         return False
     with np.load(path, allow_pickle=False) as z:
         return convert.CONFIG_KEY not in z.files
 
 
+def _run_checkpoints(path: Path) -> tuple[Path, int | None] | None:
+    """(the ``checkpoints`` directory, the step ``path`` names) for a training workdir, its
+    ``checkpoints`` directory or a ``checkpoints/<step>`` directory; None for anything else."""
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints", None
+    if path.name.isdigit() and (path / "model").is_dir():
+        return path.parent, int(path.name)
+    if path.name == "checkpoints" and path.is_dir():
+        return path, None
+    return None
+
+
 def checkpoint_location(path: str | Path, step: int | None = None) -> tuple[Path, int]:
     """(the ``checkpoints`` directory, the step) for a workdir or a ``checkpoints/<step>`` dir;
     ``step`` None means the newest complete one."""
-    path = Path(path).expanduser()
-    if (path / "checkpoints").is_dir():
-        directory = path / "checkpoints"
-    elif path.name.isdigit() and (path / "model").is_dir():
-        directory, named = path.parent, int(path.name)
+    path = paths.absolute(path)
+    found = _run_checkpoints(path)
+    if found is None:
+        raise CheckpointNotFoundError(
+            f"{path} is not a checkpoint: expected a training workdir (with checkpoints/), a "
+            "checkpoints/<step> directory, a converted .npz (or the directory convert wrote it "
+            "to), a Google .npz or a timm .safetensors file")
+    directory, named = found
+    if named is not None:
         if step is not None and step != named:
             raise ValueError(f"{path} is step {named} but step={step} was asked for")
         step = named
-    elif path.name == "checkpoints" and path.is_dir():
-        directory = path
-    else:
-        raise CheckpointNotFoundError(
-            f"{path} is not a checkpoint: expected a training workdir (with checkpoints/), a "
-            "checkpoints/<step> directory, a converted .npz, a Google .npz or a timm "
-            ".safetensors file")
     with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
             create=False)) as manager:
         steps = sorted(manager.all_steps())

@@ -53,7 +53,7 @@ OPTIONAL_TYPES: dict[str, type] = dict(total_steps=int, grad_clip_norm=float)
 
 # Valid ranges of the numeric options: (low, high, brackets, what it means).
 RANGES: dict[str, tuple[float, float, str, str]] = dict(
-    lr=(0, math.inf, "()", "the peak learning rate"),
+    lr=(0, math.inf, "[)", "the peak learning rate; 0 freezes the weights"),
     b1=(0, 1, "[)", "Adam's first-moment decay"),
     b2=(0, 1, "[)", "Adam's second-moment decay"),
     eps=(0, math.inf, "()", "Adam's epsilon"),

@@ -565,8 +565,10 @@ def _cli() -> None:
     import os
     import sys
 
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
+
+    from vit_jax import cli
 
     config_flag = config_flags.DEFINE_config_file(
         "config", None, "Experiment config file; --config.x=y overrides work.", lock_config=True)
@@ -584,8 +586,6 @@ def _cli() -> None:
     as_json = flags.DEFINE_bool("json", False, "Print the plan as JSON.")
 
     def main(argv: list[str]) -> None:
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         try:
             config = cli_config(config_flag.value, variant.value, image_size.value)
             num_classes = classes.value or (1000 if config_flag.value is None else None)
@@ -600,12 +600,11 @@ def _cli() -> None:
             result = plan(config, mesh_cfg, batch.value, memory.value, num_classes=num_classes,
                           auto_scan=auto_scan.value and not explicit_scan)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            cli.fail(str(e))
         print(json.dumps(result, indent=1) if as_json.value else format_plan(result))
 
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

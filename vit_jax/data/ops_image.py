@@ -11,7 +11,7 @@ import io
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from vit_jax.data.errors import DataError
 from vit_jax.data.registry import register
@@ -62,7 +62,11 @@ def resize_image(image: np.ndarray, hw: tuple[int, int], method: Image.Resamplin
 
 @register("decode")
 class Decode:
-    """Encoded bytes -> uint8 (H,W,C). `channels`: None keeps grey as 1 and colour as 3."""
+    """Encoded bytes -> uint8 (H,W,C). `channels`: None keeps grey as 1 and colour as 3.
+
+    A PIL image takes the same mode conversion as decoded bytes, and an array (a TFDS Tensor
+    feature, or an image given to `vit_jax.predict`) only gets its channel axis and count.
+    """
 
     def __init__(self, channels: int | None = None):
         if channels not in (None, 1, 3):
@@ -71,17 +75,27 @@ class Decode:
 
     def __call__(self, example, rng):
         data = example["image"]
-        if isinstance(data, np.ndarray):  # Already decoded (e.g. a TFDS Tensor feature).
+        if isinstance(data, np.ndarray):  # Already decoded.
             image = data if data.ndim == 3 else data[..., None]
             return {**example, "image": _set_channels(image, self.channels)}
+        if isinstance(data, Image.Image):
+            return {**example, "image": _from_pil(data, self.channels)}
         try:
             with Image.open(io.BytesIO(data)) as pil:
                 pil.load()
-                mode = _target_mode(pil.mode, self.channels)
-                image = np.asarray(pil if pil.mode == mode else pil.convert(mode))
+                image = _from_pil(pil, self.channels)
+        except UnidentifiedImageError as e:  # Its message shows a BytesIO's address.
+            raise DataError("decode: cannot decode image: not in a format PIL reads "
+                            "(PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from e
         except Exception as e:
             raise DataError(f"decode: cannot decode image: {type(e).__name__}: {e}") from e
-        return {**example, "image": image if image.ndim == 3 else image[..., None]}
+        return {**example, "image": image}
+
+
+def _from_pil(pil: Image.Image, channels: int | None) -> np.ndarray:
+    mode = _target_mode(pil.mode, channels)
+    image = np.asarray(pil if pil.mode == mode else pil.convert(mode))
+    return image if image.ndim == 3 else image[..., None]
 
 
 def _target_mode(mode: str, channels: int | None) -> str:

@@ -16,6 +16,8 @@ class OneHot:
     to 1. A label outside [0, depth) is an error: a wrong depth must not train silently.
     """
 
+    label_only = True  # Prediction (unlabelled images) drops it: `Preprocess.without_label_ops`.
+
     def __init__(
         self,
         depth: int,

@@ -44,6 +44,14 @@ class Preprocess:
                 raise DataError(f"pp op {name!r} failed: {type(e).__name__}: {e}") from e
         return example
 
+    def without_label_ops(self) -> Preprocess:
+        """This chain minus its ops that only make labels (`label_only`, e.g. `onehot`): what an
+        unlabelled image goes through at prediction time, every image op unchanged."""
+        items = self.spec.split("|")  # `build` made one op per item
+        kept = [(item.strip(), op) for item, op in zip(items, self.ops, strict=True)
+                if not getattr(op[1], "label_only", False)]
+        return Preprocess("|".join(item for item, _ in kept), [op for _, op in kept])
+
     def __repr__(self) -> str:
         return f"Preprocess({self.spec!r})"
 

@@ -63,6 +63,15 @@ def load_split(cfg: DataConfig, split: str, *, subset: int | None = None) -> Spl
     return loaded
 
 
+def class_names(cfg: DataConfig) -> tuple[str, ...] | None:
+    """The dataset's class names, label by label (as `DatasetInfo.class_names`), without
+    scanning its files: a folder's class directories, a TFDS label feature's names."""
+    if cfg.name == "folder":
+        return tuple(list_classes(cfg.root, cfg.train_split))
+    plain = dataclasses.replace(cfg, skip_corrupt=False)  # no corrupt-file scan for names
+    return load_split(plain, plain.train_split).class_names
+
+
 def _user_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     """A dataset someone already prepared; we never download or generate it."""
     try:

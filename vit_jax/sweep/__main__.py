@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from vit_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.",
                                           lock_config=True)
@@ -42,26 +44,24 @@ def dry_run(sweep) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from vit_jax.runtime import configure_runtime
 
     configure_runtime()
     logging.set_verbosity(logging.WARNING)
-    if _DRY_RUN.value:
-        dry_run(_CONFIG.value)
-        return
-    from vit_jax.sweep.runner import Preempted, run_sweep
-
     try:
-        run_sweep(_CONFIG.value, _WORKDIR.value)
-    except Preempted as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        sys.exit(1)
+        if _DRY_RUN.value:
+            dry_run(_CONFIG.value)
+            return
+        from vit_jax.sweep.runner import Preempted, run_sweep
+
+        try:
+            run_sweep(_CONFIG.value, _WORKDIR.value)
+        except Preempted as e:
+            print(f"stopped: {e}", file=sys.stderr)
+            sys.exit(1)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(str(e))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
