@@ -118,8 +118,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     last_saved = start_step
     t0 = time.time()
     for step in range(start_step + 1, total_steps + 1):
-        batch = sharding.shard_batch(next(train_iter), mesh)
-        state, step_metrics = train_step(state, batch, rng)
+        # No reference to the host batch outlives the step (its memory can be grain's).
+        state, step_metrics = train_step(state, sharding.shard_batch(next(train_iter), mesh), rng)
         if pending is not None:
             _check_finite(*pending, last_saved, ckpt)
         pending = (step, step_metrics)
@@ -154,6 +154,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     ckpt.wait_until_finished()
     ckpt.close()
     writer.close()
+    train_iter.close()  # stops grain's workers and frees the batches they had prefetched
     return results
 
 
@@ -190,12 +191,14 @@ def optim_config(config: mlc.ConfigDict) -> dict:
 
 def run_eval(eval_step, state, config: mlc.ConfigDict, mesh) -> dict:
     """Top-1 and loss over the whole eval split (padding masked), as Python floats."""
+    batches = data.build_eval_iterator(
+        config.data, batch_size=config.eval_batch_size // jax.process_count(),
+        process_index=jax.process_index(), process_count=jax.process_count())
     total = None
-    for batch in data.build_eval_iterator(
-            config.data, batch_size=config.eval_batch_size // jax.process_count(),
-            process_index=jax.process_index(), process_count=jax.process_count()):
-        batch_metrics = eval_step(state, sharding.shard_batch(batch, mesh))
+    # The generator keeps no host batch alive after its step, so close() can free them all.
+    for batch_metrics in (eval_step(state, sharding.shard_batch(b, mesh)) for b in batches):
         total = batch_metrics if total is None else total.merge(batch_metrics)
+    batches.close()
     return metrics.compute_eval_metrics(total)
 
 

@@ -8,6 +8,7 @@ dataset at `step`: the state is tiny, JSON-serialisable, independent of the work
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import grain
@@ -75,8 +76,24 @@ class BatchIterator(grain.DatasetIterator):
             iterator.close()
 
     def close(self) -> None:
+        """Stops the workers and releases the shared memory of every batch they delivered."""
         self._close_iterator()
         super().close()
+        if self._workers:
+            _wait_for_shared_memory_release()
+
+
+def _wait_for_shared_memory_release() -> None:
+    """Batches from grain's worker processes live in shared memory, which grain releases on a
+    background thread when the batch is garbage-collected; a program that exits right after
+    its last batch leaves those releases undone, and Python then warns of "leaked
+    shared_memory objects". One no-op through the same single-thread pool runs after them."""
+    from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+
+    pool = getattr(SharedMemoryArray, "_del_thread_pool", None)
+    if pool is not None:
+        gc.collect()  # batches caught in reference cycles queue their release now
+        pool.apply(int)
 
 
 def _make_grain_profiling_flag_readable() -> None:
