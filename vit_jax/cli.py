@@ -39,6 +39,9 @@ def run(main: Callable[[list[str]], Any], *, config_flag: str = "config") -> Non
     def parse(argv: list[str]) -> list[str]:
         try:
             rest = flags.FLAGS(argv)
+            config = flags.FLAGS[config_flag].value if config_flag in flags.FLAGS else None
+            if config is not None:  # a file that failed to load raises only when used
+                config.keys()
         except Exception as e:  # noqa: BLE001 -- every parse failure becomes one line
             fail(explain_flag_error(argv[1:], e, config_flag))
         if len(rest) > 1:
