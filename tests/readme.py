@@ -17,6 +17,7 @@ examples find ``runs/quickstart``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shlex
@@ -90,19 +91,27 @@ def smoke_form(command: str) -> str:
     return command
 
 
+_scratch: list[Path] = []  # one per test process, kept until it exits
+
+
 def enter_scratch_dir(namespace: dict) -> None:
-    """sybil setup: a scratch directory as the working directory of the whole README."""
-    scratch = Path(tempfile.mkdtemp(prefix="readme_"))
-    for name in LINKED:
-        (scratch / name).symlink_to(REPO / name)
-    namespace[SCRATCH_KEY] = (scratch, os.getcwd())
-    os.chdir(scratch)
+    """sybil setup: a scratch directory as the working directory of the whole README.
+
+    pytest may tear the README down and set it up again when a worker runs other tests in
+    between; the scratch directory (with the runs trained above) survives that.
+    """
+    if not _scratch:
+        scratch = Path(tempfile.mkdtemp(prefix="readme_"))
+        for name in LINKED:
+            (scratch / name).symlink_to(REPO / name)
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        _scratch.append(scratch)
+    namespace[SCRATCH_KEY] = os.getcwd()
+    os.chdir(_scratch[0])
 
 
 def leave_scratch_dir(namespace: dict) -> None:
-    scratch, previous = namespace.pop(SCRATCH_KEY)
-    os.chdir(previous)
-    shutil.rmtree(scratch, ignore_errors=True)
+    os.chdir(namespace.pop(SCRATCH_KEY))
 
 
 def _env() -> dict[str, str]:

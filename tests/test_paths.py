@@ -38,13 +38,14 @@ def test_home_workdir_relative_data_dir_and_symlinked_resume(tmp_path):
              "--config.data.data_dir=data", *STEPS],
             cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
+        return done.stdout + done.stderr
 
     out = train("~/runs/a", 4)
     real = home / "runs" / "a"
     assert f"Starting a new run in {real}" in out
     assert (real / "checkpoints" / "4").is_dir() and not (cwd / "~").exists()
     assert f"Preparing the embedded dataset 'digits' in {cwd / 'data'}" in out
+    assert "Downloading" not in out and "\x1b" not in out and "\r" not in out  # no TFDS bars
     assert list((cwd / "data" / "digits").glob("*/*.array_record*"))
 
     (cwd / "linked").symlink_to(real)

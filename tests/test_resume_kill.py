@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import tiny_config
+from tests.test_metrics import _purge_steps
 from tests.test_train import assert_same_checkpoint
 from vit_jax.checkpoints import Checkpointer
 
@@ -59,3 +60,5 @@ def test_kill9_then_resume_is_bitwise_identical(tmp_path):
     logged = {w: (w / "metrics.jsonl").read_text().splitlines() for w in (killed, whole)}
     assert [json.loads(line)["step"] for line in logged[whole]] == [10, 20, 30, 40]
     assert logged[killed] == logged[whole]
+    # TensorBoard is told to drop the killed run's events after the resumed step: one curve.
+    assert _purge_steps(killed) == [interrupted_at + 1] and _purge_steps(whole) == []
