@@ -23,7 +23,7 @@ lint: install
 	$(PY) -m ruff check .
 
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests README.md
+	$(PY) -m pytest -q -n 2 --dist loadfile README.md tests
 
 train: install
 	$(PY) -m vit_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)

@@ -1,10 +1,9 @@
 """Collects README.md as tests (sybil): every bash and python block runs, see tests/readme.py.
 
 The README's blocks build on each other (a run trained above is loaded below), so they all run
-in one pytest-xdist worker, in order (``--dist loadgroup``).
+in one pytest-xdist worker, in order: ``make test`` distributes whole files (``--dist loadfile``).
 """
 
-import pytest
 from sybil import Sybil
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser
 
@@ -14,9 +13,3 @@ pytest_collect_file = Sybil(
     parsers=[PythonCodeBlockParser(), CodeBlockParser("bash", evaluator=run_shell_block)],
     patterns=["README.md"], setup=enter_scratch_dir, teardown=leave_scratch_dir,
 ).pytest()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name == "README.md":
-            item.add_marker(pytest.mark.xdist_group("readme"))
