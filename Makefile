@@ -21,6 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 lint: install
 	$(PY) -m ruff check .
+	.venv/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile README.md tests

@@ -26,9 +26,6 @@ Job kinds:
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.util
 import json
 import os
 import statistics
@@ -68,18 +65,18 @@ def summarize(batch: int, wall: list[float], cpu: list[float]) -> dict[str, Any]
 
 
 def flops_of(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float(cost.get("flops", 0.0)) if cost else 0.0
+    from vit_jax.train_state import step_cost
+
+    return step_cost(compiled).flops
 
 
 def memory_of(compiled) -> dict[str, int]:
-    """XLA's buffer assignment: temp = activations and scratch; peak = what must fit."""
-    m = compiled.memory_analysis()
-    peak = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-            + m.temp_size_in_bytes)
-    return {"temp": int(m.temp_size_in_bytes), "argument": int(m.argument_size_in_bytes),
-            "peak": int(peak)}
+    """XLA's buffer assignment (``StepCost``): temp = activations and scratch; peak = what
+    must fit."""
+    from vit_jax.train_state import step_cost
+
+    cost = step_cost(compiled)
+    return {"temp": cost.temp_bytes, "argument": cost.argument_bytes, "peak": cost.peak_bytes}
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -105,15 +102,12 @@ def _build(variant: str, *, batch: int, image_size: int, overrides: dict, abstra
     import numpy as np
     from flax import nnx
 
-    from vit_jax import optim
+    from vit_jax import train_state
     from vit_jax.models import create_model
 
-    tx = optim.build_tx(ADAMW)
-
-    def create():
-        model = create_model(variant, num_classes=num_classes, image_size=image_size,
-                             **overrides)
-        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+    create = train_state.state_factory(
+        lambda: create_model(variant, num_classes=num_classes, image_size=image_size,
+                             **overrides), ADAMW)
 
     model, optimizer = nnx.eval_shape(create) if abstract else create()
     graphdef, state = nnx.split((model, optimizer))
@@ -219,64 +213,12 @@ def job_model(variant: str | None = None, batch: int = 32, image_size: int = 224
     return out
 
 
-def _erfc_gelu(x, approximate: bool = False):
-    import jax
-
-    return jax.nn.gelu(x, approximate=approximate)  # exact form through erfc (jax's default)
-
-
-def _normalise_first(q, k, v, *, return_weights: bool = False):
-    """Textbook softmax attention: normalise the (N, N) weights, then multiply by v."""
-    import jax
-    import jax.numpy as jnp
-
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q * q.shape[-1] ** -0.5, k)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
-    return jnp.einsum("bhqk,bhkd->bhqd", weights, v), weights if return_weights else None
-
-
-def _conv_autodiff(images, kernel):
-    """The patch-embedding convolution differentiated by XLA (a dilated convolution)."""
-    from vit_jax.models import patch_embed
-
-    return patch_embed._conv(images, kernel)
-
-
-# The alternatives our defaults beat, as (module, attribute, replacement), applied while a
-# ``compare`` config is traced: levers that are implementation choices, not model options.
-ALTERNATIVES = {
-    "qkv as three matmuls": ("vit_jax.models.attention", "FUSED_QKV", False),
-    "GELU via erfc (jax.nn.gelu)": ("vit_jax.models.encoder", "gelu", _erfc_gelu),
-    "softmax normalised before PV": ("vit_jax.models.attention", "standard_attention",
-                                     _normalise_first),
-    "patch-embedding gradient by convolution": ("vit_jax.models.patch_embed", "conv_embed",
-                                                _conv_autodiff),
-    "LayerNorm affine on activations": ("vit_jax.models.layers", "FOLD_NORM_AFFINE", False),
-}
-
-
-@contextlib.contextmanager
-def _alternative(name: str | None):
-    """Temporarily swaps one module attribute (see ``ALTERNATIVES``); no-op for None."""
-    if not name:
-        yield
-        return
-    module_name, attr, value = ALTERNATIVES[name]
-    module = importlib.import_module(module_name)
-    saved = getattr(module, attr)
-    setattr(module, attr, value)
-    try:
-        yield
-    finally:
-        setattr(module, attr, saved)
-
-
 def job_compare(variant: str, batch: int = 32, image_size: int = 224,
                 configs: list[dict] | tuple = (), repeats: int = 3) -> dict[str, Any]:
     """Versions of one model's steps against the first config (the baseline), in pairs.
 
     Each config: ``label``, and optionally ``overrides`` (model options), ``options`` (per-jit
-    XLA options), ``alternative`` (a name in ``ALTERNATIVES``), ``donate`` (default True),
+    XLA options), ``donate`` (default True),
     ``forward`` / ``train`` (default True), ``skip_if_default`` (skip when ``overrides`` are
     the model's defaults anyway). Each version is compiled, timed against the baseline in
     ABBA order (``repeats`` pairs; the ratio is the median of per-pair ratios) and freed
@@ -344,27 +286,26 @@ def _compare_one(cfg, entry, fns, variant, batch, image_size, overrides, options
     import jax.numpy as jnp
 
     label = cfg["label"]
-    with _alternative(cfg.get("alternative")):  # traced (so applied) inside the compiles
-        model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
-                                              overrides=overrides, abstract=False)
-        if cfg.get("forward", True):
-            compiled, mstate, compile_s = _compile_forward(model, data["image"], options)
-            mstate = jax.tree.map(jnp.copy, mstate)  # the train step donates the original
-            entry["forward"] = {"compile_s": compile_s, "flops": flops_of(compiled)}
-            fns[f"{label}|forward"] = (
-                lambda c=compiled, s=mstate, x=data["image"]: c(s, x).block_until_ready())
-        if cfg.get("train", True):
-            compiled, rng, times = _compile_train(graphdef, state, data, options=options,
-                                                  donate=cfg.get("donate", True))
-            entry["train"] = {**times, "flops": flops_of(compiled),
-                              "memory": memory_of(compiled)}
-            holder = {"state": state}
+    model, graphdef, state, data = _build(variant, batch=batch, image_size=image_size,
+                                          overrides=overrides, abstract=False)
+    if cfg.get("forward", True):
+        compiled, mstate, compile_s = _compile_forward(model, data["image"], options)
+        mstate = jax.tree.map(jnp.copy, mstate)  # the train step donates the original
+        entry["forward"] = {"compile_s": compile_s, "flops": flops_of(compiled)}
+        fns[f"{label}|forward"] = (
+            lambda c=compiled, s=mstate, x=data["image"]: c(s, x).block_until_ready())
+    if cfg.get("train", True):
+        compiled, rng, times = _compile_train(graphdef, state, data, options=options,
+                                              donate=cfg.get("donate", True))
+        entry["train"] = {**times, "flops": flops_of(compiled),
+                          "memory": memory_of(compiled)}
+        holder = {"state": state}
 
-            def step(c=compiled, h=holder, d=data, r=rng):
-                h["state"], metrics = c(h["state"], d, r)
-                jax.block_until_ready((h["state"], metrics))
+        def step(c=compiled, h=holder, d=data, r=rng):
+            h["state"], metrics = c(h["state"], d, r)
+            jax.block_until_ready((h["state"], metrics))
 
-            fns[f"{label}|train"] = step
+        fns[f"{label}|train"] = step
 
 
 def job_compile(variant: str, batch: int = 32, image_size: int = 224,
@@ -389,19 +330,12 @@ def job_memory(variant: str, batch: int = 32, image_size: int = 224,
     return out
 
 
-def _load_config(path: Path):
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def _model_from_config(path: str):
     """(variant, image_size, other model options, num_classes, batch) of a config file."""
     from vit_jax import data
-    from vit_jax.config import model_kwargs
+    from vit_jax.config import load_config_file, model_kwargs
 
-    config = _load_config(REPO / path)
+    config = load_config_file(REPO / path)
     num_classes = data.dataset_info(config.data).num_classes
     kwargs = model_kwargs(config, num_classes)
     variant, image_size = kwargs.pop("variant"), kwargs.pop("image_size")
@@ -417,11 +351,10 @@ def job_quickstart(repeats: int = 3, pipeline_batches: int = 30) -> dict[str, An
     import jax.numpy as jnp
     from flax import nnx
 
-    from vit_jax import data, optim
-    from vit_jax.config import build_model
-    from vit_jax.train_step import make_train_step
+    from vit_jax import data, train_state
+    from vit_jax.config import load_config_file
 
-    config = _load_config(REPO / "configs" / "quickstart.py")
+    config = load_config_file(REPO / "configs" / "quickstart.py")
     bs = config.batch_size
     info = data.dataset_info(config.data)
     it = data.build_train_iterator(config.data, batch_size=bs, seed=config.seed)
@@ -435,13 +368,9 @@ def job_quickstart(repeats: int = 3, pipeline_batches: int = 30) -> dict[str, An
     it.close()
     pipeline = bs * pipeline_batches / pipeline_s
 
-    optim_cfg = config.optim.to_dict()
-    optim_cfg["total_steps"] = optim_cfg.get("total_steps") or config.total_steps
-    tx = optim.build_tx(optim_cfg)
-    model = build_model(config, info.num_classes)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    model, optimizer = train_state.config_state_factory(config, info.num_classes)()
     graphdef, state = nnx.split((model, optimizer))
-    step_fn = make_train_step(graphdef, schedule=optim.build_schedule(optim_cfg))
+    step_fn = train_state.train_step(graphdef, train_state.optim_config(config))
     batch = {k: jnp.asarray(v) for k, v in first.items() if k in ("image", "labels")}
     rng = jax.random.PRNGKey(config.seed)
     t0 = time.perf_counter()

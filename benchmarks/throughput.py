@@ -31,7 +31,6 @@ from pathlib import Path
 
 from benchmarks.duel import TIMM_NAMES, duel
 from benchmarks.duel import table as duel_table
-from benchmarks.jax_measure import ALTERNATIVES
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "levers")
@@ -154,7 +153,6 @@ def collect(args: argparse.Namespace) -> dict:
         configs += [{"label": name, "overrides": overrides, "forward": forward,
                      "donate": name != "no donation", "skip_if_default": True}
                     for name, overrides, forward in LEVERS]
-        configs += [{"label": name, "alternative": name} for name in ALTERNATIVES]
         log(f"levers on {args.lever_variant}, paired with the baseline")
         out["levers"] = run_jax([{"kind": "compare", "variant": args.lever_variant,
                                   "batch": batch, "image_size": size, "repeats": reps,
@@ -336,11 +334,8 @@ def levers_rows(run: dict) -> list[str]:
             f"attention={d.get('attention')}, scan={d.get('scan')}, "
             f"remat_policy={d.get('remat_policy')}, donation on). Each change is timed "
             "against the baseline in ABBA pairs in one process (×baseline = median of the "
-            "per-pair ratios; > 1 is faster), holding only those two models. The last rows "
-            "put back, one at a time, the implementations our defaults replaced: "
-            f"{'; '.join(ALTERNATIVES)}.\n",
-            *compare_rows(proc, "baseline",
-                          ["baseline"] + [n for n, _, _ in LEVERS] + list(ALTERNATIVES))]
+            "per-pair ratios; > 1 is faster), holding only those two models.\n",
+            *compare_rows(proc, "baseline", ["baseline"] + [n for n, _, _ in LEVERS])]
 
 
 def target_rows(summary: dict, compile_s: dict, quick: dict) -> list[str]:

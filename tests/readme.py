@@ -133,7 +133,7 @@ def check_not_run(command: Command) -> None:
         return
     configs = re.findall(r"--config=([^\s\"']+)", command.text)
     assert configs, f"nothing to check in {command.text!r}"
-    config, problem = cli.load_config_file(configs[0])
+    config, problem = cli.config_from_flag(configs[0])
     assert problem is None, problem
     for key in re.findall(r"--config\.([\w.]+)=", command.text):
         problem = cli.unknown_key(config, key)

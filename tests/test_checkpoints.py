@@ -16,7 +16,7 @@ import optax
 import pytest
 from flax import nnx
 
-from vit_jax import checkpoints
+from vit_jax import checkpoints, preemption
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -184,18 +184,18 @@ PREEMPTED_LOOP = """
     import sys, time
     import jax, jax.numpy as jnp, optax
     from flax import nnx
-    from vit_jax import checkpoints
+    from vit_jax import checkpoints, preemption
 
     model = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
     opt = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     ckpt = checkpoints.Checkpointer(sys.argv[1])
-    checkpoints.install_preemption_handler()
+    preemption.install_preemption_handler()
     grad_fn = nnx.jit(nnx.grad(lambda m: jnp.mean(m(jnp.ones((2, 4))) ** 2)))
     for step in range(1, 100_000):
         opt.update(model, grad_fn(model))
         if step == 1:
             print("READY", flush=True)
-        if checkpoints.preemption_requested(step):
+        if preemption.preemption_requested(step):
             ckpt.save(step, model=model, optimizer=opt, rng=jax.random.PRNGKey(step),
                       data_state={"step": step}, wait=True)
             ckpt.close()
@@ -229,16 +229,16 @@ def test_sigterm_saves_current_step_and_exits_zero(tmp_path):
 
 
 def test_preemption_flag_in_process():
-    checkpoints.reset_preemption()
+    preemption.reset_preemption()
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        checkpoints.install_preemption_handler()
-        assert not checkpoints.preemption_requested(0)
+        preemption.install_preemption_handler()
+        assert not preemption.preemption_requested(0)
         os.kill(os.getpid(), signal.SIGTERM)
-        assert checkpoints.preemption_requested(0)
+        assert preemption.preemption_requested(0)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        checkpoints.reset_preemption()
+        preemption.reset_preemption()
 
 
 @pytest.mark.parametrize("kwargs", [dict(best_mode="best"), dict(keep=0)])

@@ -16,17 +16,19 @@ from safetensors.numpy import save_file
 from scipy.special import erf
 
 from vit_jax import convert, create_model, load_model
-from vit_jax.convert import (
-    export_google,
-    export_timm,
-    flat_params,
-    import_checkpoint,
-    load_converted,
-    load_params_into,
-    model_config,
-    save_converted,
-)
+from vit_jax.convert import __main__ as convert_cli
+from vit_jax.convert import export_google, export_timm, import_checkpoint
 from vit_jax.models.resample import resample_posemb
+from vit_jax.params import (
+    CONFIG_KEY,
+    architecture,
+    build_architecture,
+    flat_params,
+    load_npz,
+    load_params_into,
+    read_npz,
+    save_npz,
+)
 
 IMAGES = np.asarray(jax.random.normal(jax.random.key(0), (2, 12, 12, 3)))
 
@@ -181,7 +183,7 @@ def test_timm_export_matches_reference_and_round_trips(case, tmp_path):
     np.testing.assert_allclose(want, timm_forward(sd, IMAGES, 2, timm_pool), atol=1e-5)
     convert.save_timm_safetensors(m, tmp_path / "m.safetensors")
     config, params = import_checkpoint(tmp_path / "m.safetensors")
-    back = load_params_into(convert.build_model(config), params)
+    back = load_params_into(build_architecture(config), params)
     np.testing.assert_array_equal(back(IMAGES), want)
 
 
@@ -197,7 +199,7 @@ def test_plain_timm_file_needs_heads(tmp_path):
     config, params = import_checkpoint(tmp_path / "t.safetensors", variant="mu/4")
     assert config["variant"] == "mu/4" and config["image_size"] == [12, 12]
     assert config["posemb_resample"] == "bicubic_antialias"  # timm's own default
-    back = load_params_into(convert.build_model(config), params)
+    back = load_params_into(build_architecture(config), params)
     np.testing.assert_array_equal(back(IMAGES), m(IMAGES))
 
 
@@ -227,7 +229,7 @@ def test_google_export_matches_reference_and_round_trips(case, tmp_path):
     np.savez(tmp_path / "g.npz", **arrays)
     config, params = import_checkpoint(tmp_path / "g.npz")
     assert config["num_heads"] == 2 and config["posemb_resample"] == "zoom"
-    back = load_params_into(convert.build_model(config), params)
+    back = load_params_into(build_architecture(config), params)
     np.testing.assert_array_equal(back(IMAGES), want)
 
 
@@ -246,12 +248,12 @@ def test_google_names(tmp_path):
 
 def test_our_format_round_trip_and_scan(tmp_path):
     m = random_model(num_registers=1, layerscale=1.0)
-    path = save_converted(tmp_path / "m.npz", model_config(m), flat_params(m))
+    path = save_npz(tmp_path / "m.npz", architecture(m), flat_params(m))
     with np.load(path) as z:
-        assert "encoder/blocks/1/attn/query/kernel" in z.files and convert.CONFIG_KEY in z.files
+        assert "encoder/blocks/1/attn/query/kernel" in z.files and CONFIG_KEY in z.files
     want = np.asarray(m(IMAGES))
-    np.testing.assert_array_equal(load_converted(path)(IMAGES), want)
-    scanned = load_converted(path, scan=True)
+    np.testing.assert_array_equal(load_npz(path)(IMAGES), want)
+    scanned = load_npz(path, scan=True)
     assert scanned.encoder.scan
     np.testing.assert_allclose(scanned(IMAGES), want, atol=1e-5)
     # and back: a scan model's params export in loop form
@@ -293,23 +295,23 @@ def test_cli(tmp_path, capsys):
     m = random_model(depth=1)
     save_file(export_timm(m)[0], str(tmp_path / "t.safetensors"))
     src = f"--input={tmp_path / 't.safetensors'}"
-    assert convert.main([src, f"--output={tmp_path / 'out'}"]) == 2
+    assert convert_cli.main([src, f"--output={tmp_path / 'out'}"]) == 2
     assert "pass --variant or --num_heads" in capsys.readouterr().err
-    assert convert.main([src, f"--output={tmp_path / 'out'}", "--variant=mu/4"]) == 0
+    assert convert_cli.main([src, f"--output={tmp_path / 'out'}", "--variant=mu/4"]) == 0
     want = np.asarray(m(IMAGES))
-    np.testing.assert_array_equal(load_converted(tmp_path / "out" / "model.npz")(IMAGES), want)
+    np.testing.assert_array_equal(load_npz(tmp_path / "out" / "model.npz")(IMAGES), want)
     # A new resolution resamples the table with the family's method (timm: bicubic_antialias).
-    assert convert.main([src, f"--output={tmp_path / 'big.npz'}", "--num_heads=2",
+    assert convert_cli.main([src, f"--output={tmp_path / 'big.npz'}", "--num_heads=2",
                          "--image_size=20"]) == 0
-    config, params = convert.read_converted(tmp_path / "big.npz")
+    config, params = read_npz(tmp_path / "big.npz")
     assert config["image_size"] == [20, 20]
     np.testing.assert_allclose(params["posemb/pos_embedding"], resample_posemb(
         m.posemb.pos_embedding[...], (5, 5), num_prefix_tokens=1, method="bicubic_antialias"),
         atol=1e-6)
-    assert convert.main([f"--input={tmp_path / 'big.npz'}", "--image_size=24",
+    assert convert_cli.main([f"--input={tmp_path / 'big.npz'}", "--image_size=24",
                          f"--output={tmp_path / 'x.npz'}"]) == 2  # nothing silently ignored
     # ours -> Google npz -> ours
-    assert convert.main([f"--input={tmp_path / 'out' / 'model.npz'}", "--to=google",
+    assert convert_cli.main([f"--input={tmp_path / 'out' / 'model.npz'}", "--to=google",
                          f"--output={tmp_path / 'g.npz'}"]) == 0
     # Google's code ran tanh GELU, so the import does too: equal to m's tanh-GELU twin.
     twin = load_params_into(random_model(depth=1, gelu_approximate=True), flat_params(m))
@@ -322,17 +324,18 @@ def test_google_round_trip_is_exact_when_told_the_models_gelu(tmp_path, capsys):
     must read it), so the import takes Google's tanh form unless --gelu=exact says otherwise."""
     m = random_model(depth=1)
     want = np.asarray(m(IMAGES))
-    ours = save_converted(tmp_path / "m.npz", model_config(m), flat_params(m))
-    assert convert.main([f"--input={ours}", "--to=google", f"--output={tmp_path / 'g.npz'}"]) == 0
+    ours = save_npz(tmp_path / "m.npz", architecture(m), flat_params(m))
+    out = f"--output={tmp_path / 'g.npz'}"
+    assert convert_cli.main([f"--input={ours}", "--to=google", out]) == 0
     assert "Re-import the file with --gelu=exact" in capsys.readouterr().err
     with np.load(tmp_path / "g.npz") as z:
         assert set(z.files) == set(export_google(m))  # Google's names only
     tanh = load_converted_any(tmp_path / "g.npz")(IMAGES)
     assert 1e-6 < np.abs(tanh - want).max() < 1e-2  # the documented tanh/exact gap
-    assert convert.main([f"--input={tmp_path / 'g.npz'}", "--gelu=exact",
+    assert convert_cli.main([f"--input={tmp_path / 'g.npz'}", "--gelu=exact",
                          f"--output={tmp_path / 'back'}"]) == 0
     assert "exact GELU" in capsys.readouterr().out
-    np.testing.assert_array_equal(load_converted(tmp_path / "back" / "model.npz")(IMAGES), want)
+    np.testing.assert_array_equal(load_npz(tmp_path / "back" / "model.npz")(IMAGES), want)
     config, params = import_checkpoint(tmp_path / "g.npz", gelu_approximate=False)
     assert config["gelu_approximate"] is False
     np.testing.assert_array_equal(
@@ -340,10 +343,10 @@ def test_google_round_trip_is_exact_when_told_the_models_gelu(tmp_path, capsys):
     # The other way: a timm-family file whose model computed the tanh form.
     twin = load_params_into(random_model(depth=1, gelu_approximate=True), flat_params(m))
     save_file(export_timm(m)[0], str(tmp_path / "t.safetensors"))
-    assert convert.main([f"--input={tmp_path / 't.safetensors'}", "--num_heads=2", "--gelu=tanh",
-                         f"--output={tmp_path / 't.npz'}"]) == 0
-    np.testing.assert_array_equal(load_converted(tmp_path / "t.npz")(IMAGES), twin(IMAGES))
-    assert convert.main([f"--input={tmp_path / 't.npz'}", "--gelu=exact",
+    assert convert_cli.main([f"--input={tmp_path / 't.safetensors'}", "--num_heads=2",
+                             "--gelu=tanh", f"--output={tmp_path / 't.npz'}"]) == 0
+    np.testing.assert_array_equal(load_npz(tmp_path / "t.npz")(IMAGES), twin(IMAGES))
+    assert convert_cli.main([f"--input={tmp_path / 't.npz'}", "--gelu=exact",
                          f"--output={tmp_path / 'x.npz'}"]) == 2  # ours records its own form
     assert "['gelu_approximate'] apply to Google and timm inputs only" in capsys.readouterr().err
 
@@ -356,7 +359,7 @@ def test_written_files_respect_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
         for to, name in (("vit_jax", "a.npz"), ("google", "g.npz"), ("timm", "t.safetensors")):
-            assert convert.main([f"--input={src}", f"--output={out / name}", f"--to={to}"]) == 0
+            assert convert_cli.main([f"--input={src}", f"--output={out / name}", f"--to={to}"]) == 0
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
@@ -373,7 +376,7 @@ def test_files_behind_symlinks_are_told_by_content(tmp_path, capsys):
     (tmp_path / "blobs").mkdir()
     convert.save_timm_safetensors(m, tmp_path / "blobs" / "t.safetensors").rename(
         tmp_path / "blobs" / "1a2b")
-    save_converted(tmp_path / "blobs" / "n.npz", model_config(m), flat_params(m)).rename(
+    save_npz(tmp_path / "blobs" / "n.npz", architecture(m), flat_params(m)).rename(
         tmp_path / "blobs" / "3c4d")
     (tmp_path / "model.safetensors").symlink_to(tmp_path / "blobs" / "1a2b")
     (tmp_path / "ours.npz").symlink_to(tmp_path / "blobs" / "3c4d")
@@ -383,15 +386,15 @@ def test_files_behind_symlinks_are_told_by_content(tmp_path, capsys):
     for name in ("model.safetensors", "ours.npz"):
         np.testing.assert_array_equal(load_model(tmp_path / name, verbose=False)(IMAGES), want)
     (tmp_path / "notes").write_text("not a checkpoint")
-    assert convert.main([f"--input={tmp_path / 'notes'}", f"--output={tmp_path / 'o'}"]) == 2
+    assert convert_cli.main([f"--input={tmp_path / 'notes'}", f"--output={tmp_path / 'o'}"]) == 2
     assert "unknown checkpoint file type 'notes'" in capsys.readouterr().err
-    assert convert.main([f"--input={tmp_path / 'gone.npz'}", f"--output={tmp_path / 'o'}"]) == 2
+    assert convert_cli.main([f"--input={tmp_path / 'gone.npz'}", f"--output={tmp_path / 'o'}"]) == 2
     assert "gone.npz: no such file" in capsys.readouterr().err
-    assert convert.main([f"--input={tmp_path / 'ours.npz'}", "--to=timm",
+    assert convert_cli.main([f"--input={tmp_path / 'ours.npz'}", "--to=timm",
                          f"--output={tmp_path / 'o.npz'}"]) == 2
     assert "names a .npz file but --to=timm writes .safetensors" in capsys.readouterr().err
 
 
 def load_converted_any(path):
     config, params = import_checkpoint(path)
-    return load_params_into(convert.build_model(config), params)
+    return load_params_into(build_architecture(config), params)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from vit_jax import create_model
-from vit_jax.convert import flat_params, load_params_into
 from vit_jax.models.flexi import change_patch_size, resize_matrix, resize_patch_kernel
 from vit_jax.models.resample import resample_posemb, resize_grid
+from vit_jax.params import flat_params, load_params_into
 
 
 def resize_kernel_as_image(kernel, new, method="bilinear"):

@@ -14,11 +14,13 @@ from flax import nnx
 
 from tests.helpers import tiny_config
 from vit_jax import convert, load_model, optim
-from vit_jax.checkpoints import Checkpointer
+from vit_jax import params as params_lib
+from vit_jax.checkpoints import Checkpointer, CheckpointNotFoundError
 from vit_jax.config import build_model
-from vit_jax.loading import CheckpointNotFoundError
+from vit_jax.convert import __main__ as convert_cli
 from vit_jax.models.resample import resize_grid
-from vit_jax.train import optim_config, train_and_evaluate
+from vit_jax.train import train_and_evaluate
+from vit_jax.train_state import optim_config
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = np.asarray(jax.random.normal(jax.random.key(1), (4, 8, 8, 1)))
@@ -70,7 +72,7 @@ def test_new_class_count_gets_a_zero_head(workdir, capsys):
     model = load_model(workdir, num_classes=3)
     assert "head: 10 -> 3 classes, re-initialised to zeros" in capsys.readouterr().out
     np.testing.assert_array_equal(model(IMAGES), np.zeros((4, 3)))
-    base, new = convert.flat_params(load_model(workdir)), convert.flat_params(model)
+    base, new = params_lib.flat_params(load_model(workdir)), params_lib.flat_params(model)
     assert new["head/kernel"].shape == (32, 3) and not new["head/kernel"].any()
     for name in set(base) - {"head/kernel", "head/bias"}:
         np.testing.assert_array_equal(new[name], base[name])
@@ -107,8 +109,8 @@ def test_checkpoint_that_does_not_fit_lists_names_and_shapes(workdir, tmp_path):
 def test_converted_google_and_timm_files_load(workdir, tmp_path):
     model = load_model(workdir)
     want = model(IMAGES)
-    npz = convert.save_converted(tmp_path / "ours.npz", convert.model_config(model),
-                                 convert.flat_params(model))
+    npz = params_lib.save_npz(tmp_path / "ours.npz", params_lib.architecture(model),
+                                 params_lib.flat_params(model))
     np.testing.assert_array_equal(load_model(npz)(IMAGES), want)
     timm = convert.save_timm_safetensors(model, tmp_path / "timm.safetensors")
     np.testing.assert_allclose(load_model(timm)(IMAGES), want, atol=1e-6)
@@ -124,25 +126,25 @@ def test_converted_google_and_timm_files_load(workdir, tmp_path):
 def test_convert_reads_a_workdir_and_load_model_its_output_directory(workdir, tmp_path, capsys):
     """convert --input=WORKDIR (or checkpoints/<step>) -> DIR; load_model(DIR) reads DIR/model.*"""
     want = load_model(workdir, step=15, verbose=False)(IMAGES)
-    assert convert.main([f"--input={workdir}", "--step=15", f"--output={tmp_path / 'a'}"]) == 0
+    assert convert_cli.main([f"--input={workdir}", "--step=15", f"--output={tmp_path / 'a'}"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"wrote {tmp_path / 'a' / 'model.npz'} (vit_jax;")
     assert out.endswith(f"exact GELU) from {workdir} step 15\n")
-    assert convert.main([f"--input={workdir / 'checkpoints' / '15'}", "--to=timm",
+    assert convert_cli.main([f"--input={workdir / 'checkpoints' / '15'}", "--to=timm",
                          f"--output={tmp_path / 'b'}"]) == 0
     np.testing.assert_array_equal(load_model(tmp_path / "a")(IMAGES), want)
     np.testing.assert_allclose(load_model(tmp_path / "b")(IMAGES), want, atol=1e-6)
-    assert convert.main([f"--input={tmp_path / 'a'}", f"--output={tmp_path / 'c.npz'}"]) == 0
+    assert convert_cli.main([f"--input={tmp_path / 'a'}", f"--output={tmp_path / 'c.npz'}"]) == 0
     np.testing.assert_array_equal(load_model(tmp_path / "c.npz")(IMAGES), want)
     (tmp_path / "b" / "model.npz").write_bytes((tmp_path / "a" / "model.npz").read_bytes())
     with pytest.raises(ValueError, match=r"b holds both model.npz and model.safetensors: pass "
                        r"the one to load"):
         load_model(tmp_path / "b")
     capsys.readouterr()
-    assert convert.main([f"--input={workdir}", "--gelu=exact", "--image_size=16",
+    assert convert_cli.main([f"--input={workdir}", "--gelu=exact", "--image_size=16",
                          f"--output={tmp_path / 'd'}"]) == 2
     assert ("--gelu, --image_size apply to Google and timm files; " in capsys.readouterr().err)
-    assert convert.main([f"--input={workdir}", "--step=7", f"--output={tmp_path / 'd'}"]) == 2
+    assert convert_cli.main([f"--input={workdir}", "--step=7", f"--output={tmp_path / 'd'}"]) == 2
     assert r"no step 7 " in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
@@ -199,9 +201,9 @@ def test_finetune_config_starts_pretrained_and_records_the_new_resolution(workdi
     out = capsys.readouterr().out
     assert "Initialised from pretrained weights" in out
     assert "posemb: (1,5,32) -> (1,17,32) via bicubic_antialias" in out
-    start = convert.flat_params(load_model(workdir, image_size=16))
+    start = params_lib.flat_params(load_model(workdir, image_size=16))
     jax.tree.map(np.testing.assert_array_equal,
-                 convert.flat_params(load_model(tmp_path / "frozen")), start)
+                 params_lib.flat_params(load_model(tmp_path / "frozen")), start)
 
     config = finetune_config(workdir)
     assert config.model.image_size == 16 and "resize(16)" in config.data.pp_eval

@@ -34,7 +34,7 @@ from vit_jax import distributed, launch_local
 from vit_jax.train import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = "tests/config_tiny.py"
+CONFIG = "tests/helpers.py"
 # The schedule's length is fixed, so runs of different lengths take the same steps.
 RUN = {"total_steps": 10, "checkpoint_every_steps": 5, "eval_every_steps": 10,
        "log_every_steps": 5, "optim.total_steps": 30}

@@ -15,7 +15,6 @@ import scipy.ndimage
 from flax import nnx
 
 from vit_jax import create_model
-from vit_jax.convert import flat_params, load_params_into
 from vit_jax.models.posemb import PositionEmbedding, sincos2d
 from vit_jax.models.resample import (
     DEFAULT_METHOD,
@@ -24,6 +23,7 @@ from vit_jax.models.resample import (
     resize_grid,
     zoom_matrix,
 )
+from vit_jax.params import flat_params, load_params_into
 
 
 def keys_cubic(x: float, a: float) -> float:

@@ -12,9 +12,10 @@ from flax import nnx
 
 from tests.helpers import tiny_config
 from vit_jax import count_params
-from vit_jax.config import build_model, validate
-from vit_jax.sweep import expand_points, load_config, resolution_sweep_config, sweep_config
-from vit_jax.sweep.runner import Preempted, run_sweep
+from vit_jax.config import build_model, load_config_file, validate
+from vit_jax.sweep import expand_points, resolution_sweep_config, sweep_config
+from vit_jax.sweep.points import Preempted
+from vit_jax.sweep.runner import run_sweep
 
 SWEEPS = Path(__file__).parent.parent / "configs" / "sweeps"
 # (file, arg): every sweep config with every argument its docstring advertises.
@@ -142,7 +143,7 @@ def test_sweep_config_points_validate(name, arg, tmp_path):
     pipeline). Only the shapes dataset is shrunk, so nothing big is rendered here."""
     path = SWEEPS / f"{name}.py"
     assert "python -m vit_jax.sweep --config=configs/sweeps/" in path.read_text()
-    sweep = load_config(path, arg)
+    sweep = load_config_file(path, arg)
     sweep.lock()
     if sweep.kind == "resolution":
         from vit_jax.models.resample import METHODS

@@ -8,7 +8,8 @@ from flax import nnx
 from tests.helpers import tiny_config
 from vit_jax.checkpoints import Checkpointer
 from vit_jax.config import build_model, validate
-from vit_jax.train import NonFiniteLossError, optim_config, train_and_evaluate
+from vit_jax.train import NonFiniteLossError, train_and_evaluate
+from vit_jax.train_state import optim_config
 
 
 def read_jsonl(path):

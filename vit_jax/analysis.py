@@ -1,5 +1,5 @@
 """What the analysis notebooks compute, as tested functions: attention maps, attention rollout
-and position-embedding similarity (seed 004's figures).
+and position-embedding similarity: the figures of the notebooks.
 
 Attention weights come from ``model(images, return_attention=True)``: an array of shape
 ``(depth, batch, heads, tokens, tokens)`` whose first ``model.num_prefix`` tokens are the class

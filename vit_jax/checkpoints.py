@@ -1,4 +1,5 @@
-"""Checkpointing of a whole training run in a workdir, and preemption handling.
+"""The checkpoint format of a training run: writing it (``Checkpointer``) and reading it back
+without the optimizer (``read_model``, ``read_config``, ``complete_steps``).
 
 One checkpoint step holds everything needed to continue a run bit-exactly:
 
@@ -20,9 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
-import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,7 +30,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from vit_jax.logs import drop_messages
 from vit_jax.paths import absolute
@@ -38,9 +37,10 @@ from vit_jax.paths import absolute
 _CKPT_SUBDIR = "checkpoints"
 
 
-# Orbax warns on every save without metrics once best-tracking is on; periodic saves between
-# evals are expected to have none, so the warning is only noise.
-drop_messages("did not provide metrics")
+# Orbax warns on every save without metrics once best-tracking is on (periodic saves between
+# evals have none by design), and on every read-only manager (ours, to read without cleaning).
+drop_messages("did not provide metrics", "read_only=True, setting save_interval_steps",
+              "Given directory is read only")
 
 
 @dataclasses.dataclass
@@ -257,42 +257,93 @@ class Checkpointer:
         self.close()
 
 
-# ---------------------------------------------------------------------- preemption
-
-_PREEMPTED = threading.Event()
+# ---------------------------------------------------------------------- reading (no optimizer)
 
 
-def install_preemption_handler(signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
-    """On SIGTERM, only set a flag: the loop polls `preemption_requested()` at a step
-    boundary, saves synchronously and exits cleanly (nothing is saved from inside a signal
-    handler, where the train state may be half-updated).
+class CheckpointNotFoundError(FileNotFoundError, ValueError):
+    """No checkpoint at the path (a ValueError too, so the command line prints it plainly)."""
 
-    Multi-process runs skip this: JAX's preemption service (`jax.distributed`) owns
-    SIGTERM there and agrees on a common step across hosts.
+
+def _parts(path: Path) -> tuple[Path, int | None] | None:
+    """(the ``checkpoints`` directory, the step ``path`` names) for a training workdir, its
+    ``checkpoints`` directory or a ``checkpoints/<step>`` directory; None for anything else."""
+    if (path / _CKPT_SUBDIR).is_dir():
+        return path / _CKPT_SUBDIR, None
+    if path.name.isdigit() and (path / "model").is_dir():
+        return path.parent, int(path.name)
+    if path.name == _CKPT_SUBDIR and path.is_dir():
+        return path, None
+    return None
+
+
+def is_run_checkpoint(path: str | Path) -> bool:
+    """A training workdir, its ``checkpoints`` directory or one ``checkpoints/<step>``."""
+    return _parts(absolute(path)) is not None
+
+
+def _read_only(directory: Path, **handlers: Any) -> ocp.CheckpointManager:
+    """A manager that never writes or cleans (a running job may own the directory)."""
+    options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+    return ocp.CheckpointManager(directory, options=options,
+                                 item_handlers=handlers or None)
+
+
+def complete_steps(path: str | Path) -> list[int]:
+    """The complete (finalised) steps of a run, ascending; [] when it has none yet."""
+    found = _parts(absolute(path))
+    if found is None or not found[0].is_dir():
+        return []
+    with _read_only(found[0]) as manager:
+        return sorted(manager.all_steps())
+
+
+def locate(path: str | Path, step: int | None = None) -> tuple[Path, int]:
+    """(the ``checkpoints`` directory, the step) for a workdir or a ``checkpoints/<step>`` dir;
+    ``step`` None means the newest complete one."""
+    path = absolute(path)
+    found = _parts(path)
+    if found is None:
+        raise CheckpointNotFoundError(
+            f"{path} is not a checkpoint: expected a training workdir (with checkpoints/), a "
+            "checkpoints/<step> directory, a converted .npz (or the directory convert wrote it "
+            "to), a Google .npz or a timm .safetensors file")
+    directory, named = found
+    if named is not None:
+        if step is not None and step != named:
+            raise ValueError(f"{path} is step {named} but step={step} was asked for")
+        step = named
+    steps = complete_steps(directory)
+    if not steps:
+        raise CheckpointNotFoundError(f"no complete checkpoint in {directory} (a run stopped "
+                                      "before its first save leaves none)")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise CheckpointNotFoundError(f"no step {step} in {directory}; steps there: {steps}")
+    return directory, step
+
+
+def read_config(path: str | Path, step: int | None = None) -> dict[str, Any]:
+    """The run config saved with a step (as JSON): its model, data and pp strings."""
+    directory, step = locate(path, step)
+    with _read_only(directory, config=ocp.JsonCheckpointHandler()) as manager:
+        out = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return out["config"] or {}
+
+
+def read_model(path: str | Path, step: int | None = None) -> tuple[dict, dict, str]:
+    """(the model state as a nested dict of arrays, the saved config, a description) of a
+    step, without the optimizer state.
+
+    The arrays land on this process's first device whatever mesh wrote them: the restore
+    target comes from the saved array metadata, so no model needs building first.
     """
-    if jax.process_count() > 1:
-        logging.info("Multi-process run: relying on JAX's preemption sync point.")
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        logging.warning("Received signal %d: will checkpoint and exit at the next step.", signum)
-        _PREEMPTED.set()
-
-    for sig in signals:
-        signal.signal(sig, handler)
-
-
-def preemption_requested(step: int | None = None) -> bool:
-    """True once a preemption signal arrived. With several processes and a `step`, asks
-    JAX's preemption sync point so that every host stops at the same step."""
-    if jax.process_count() > 1 and step is not None:
-        try:
-            return multihost_utils.reached_preemption_sync_point(step)
-        except RuntimeError:  # Preemption service not enabled: fall back to the local flag.
-            pass
-    return _PREEMPTED.is_set()
-
-
-def reset_preemption() -> None:
-    """Clears the flag (tests, or a loop that handled the signal and keeps going)."""
-    _PREEMPTED.clear()
+    directory, step = locate(path, step)
+    meta = ocp.StandardCheckpointHandler().metadata(directory / str(step) / "model")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          getattr(meta, "tree", meta))
+    handlers = dict(model=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler())
+    with _read_only(directory, **handlers) as manager:
+        out = manager.restore(step, args=ocp.args.Composite(
+            model=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
+    return out["model"], out["config"] or {}, f"{directory.parent} (step {step})"

@@ -10,7 +10,6 @@ keys of that section), or a value of the wrong type.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -56,7 +55,7 @@ def explain_flag_error(args: Sequence[str], error: BaseException, config_flag: s
     """One line saying which flag was wrong and what would be valid."""
     value = _flag_value(args, config_flag)
     if value is not None:
-        config, problem = load_config_file(value, config_flag)
+        config, problem = config_from_flag(value, config_flag)
         if problem:
             return problem
         for name, _ in _overrides(args, config_flag):
@@ -70,7 +69,7 @@ def explain_flag_error(args: Sequence[str], error: BaseException, config_flag: s
     return first.removeprefix("flag ")
 
 
-def load_config_file(value: str, flag: str = "config") -> tuple[Any, str | None]:
+def config_from_flag(value: str, flag: str = "config") -> tuple[Any, str | None]:
     """(the config ``--flag=PATH[:ARG]`` names, None) or (None, what is wrong with it)."""
     path, _, arg = value.partition(":")
     if not os.path.isfile(os.path.expanduser(path)):
@@ -79,12 +78,10 @@ def load_config_file(value: str, flag: str = "config") -> tuple[Any, str | None]
         hint = f"; configs/ here has {', '.join(here)}" if here else ""
         return None, (f"--{flag}={value}: no such config file (relative paths start in "
                       f"{os.getcwd()}){hint}")
-    spec = importlib.util.spec_from_file_location("_vit_jax_user_config",
-                                                  os.path.expanduser(path))
-    module = importlib.util.module_from_spec(spec)
+    from vit_jax.config import load_config_file  # jax and flax: only once something failed
+
     try:
-        spec.loader.exec_module(module)
-        config = module.get_config(arg) if arg else module.get_config()
+        config = load_config_file(path, arg or None)
     except Exception as e:  # noqa: BLE001 -- the config file's own message is the story
         return None, f"--{flag}={value}: {type(e).__name__}: {e}"
     return config, None

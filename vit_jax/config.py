@@ -2,17 +2,20 @@
 
 Config files in ``configs/`` start from ``base_config()`` and change what they need; the
 ConfigDict stays locked so a mistyped ``--config.x=y`` fails at once. ``validate`` then checks
-values (and builds the model abstractly) before any data is read or memory allocated.
+values, opens the data to count it and probe the preprocessing, and builds the model abstractly,
+before any parameter memory is allocated or a step is run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import typing
+from pathlib import Path
 
 import ml_collections as mlc
 from ml_collections.config_dict import placeholder
 
-from vit_jax import optim
+from vit_jax import evaluators, optim
 from vit_jax.data.config import DataConfig
 from vit_jax.data.config import default_config as data_default_config
 from vit_jax.paths import absolute
@@ -27,12 +30,13 @@ def base_config() -> mlc.ConfigDict:
         data_default_config().to_dict(), _scalar_types(typing.get_type_hints(DataConfig))))
     c.model = model_config("Ti/16", image_size=32)
     c.optim = mlc.ConfigDict(overridable(optim.DEFAULTS, optim.OPTIONAL_TYPES))
-    c.eval_every_steps = 200
+    c.eval_every_steps = 200  # the default of every evaluator's every_steps
+    c.evals = evaluators.default_evals()  # name -> evaluator section (vit_jax/evaluators/)
     c.log_every_steps = 20
     c.checkpoint_every_steps = 200
     c.checkpoint = mlc.ConfigDict(dict(keep=3, keep_best=True, best_metric="eval/accuracy",
                                        async_save=True))
-    c.eval_batch_size = 256
+    c.eval_batch_size = 256  # the default of every evaluator's batch_size
     # Device mesh (vit_jax/sharding.py): one axis may be -1 to take the remaining devices.
     c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.init_from = placeholder(str)  # a checkpoint to fine-tune from (transfer)
@@ -47,6 +51,18 @@ def _scalar_types(hints: dict[str, typing.Any]) -> dict[str, type]:
         if scalars:
             out[name] = scalars[0]
     return out
+
+
+def load_config_file(path: str | Path, arg: str | None = None) -> mlc.ConfigDict:
+    """``get_config(arg)`` of a config file (``configs/NAME.py``), as ``--config=PATH:ARG``
+    loads it: for sweeps, notebooks and benchmarks that start from the shipped configs."""
+    path = absolute(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no config file {path}")
+    spec = importlib.util.spec_from_file_location(f"_vit_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg is not None else module.get_config()
 
 
 def overridable(defaults: dict, types: dict[str, type]) -> dict:
@@ -124,6 +140,7 @@ def validate(config: mlc.ConfigDict):
                          f"dividing the per-process batch {config.batch_size // procs}")
     if not isinstance(config.seed, int) or isinstance(config.seed, bool):
         raise ValueError(f"config.seed must be an integer, got {config.seed!r}")
+    evaluators.check(config)
     keep = config.checkpoint.keep
     if not isinstance(keep, int) or keep < 1:
         raise ValueError(f"config.checkpoint.keep={keep!r} must be an integer >= 1 (the latest "

@@ -21,9 +21,9 @@ DEMO_ROOT = REPO / "runs" / "demo"
 
 def quick_config(steps: int = 150):
     """configs/quickstart.py shrunk to seconds: a 2-layer, 64-wide ViT, higher lr, sync saves."""
-    from vit_jax.sweep import load_config
+    from vit_jax.config import load_config_file
 
-    config = load_config(REPO / "configs" / "quickstart.py")
+    config = load_config_file(REPO / "configs" / "quickstart.py")
     config.model.update(width=64, depth=2, num_heads=2, mlp_dim=128)
     config.update(total_steps=steps, batch_size=64, eval_every_steps=steps,
                   checkpoint_every_steps=steps, log_every_steps=max(1, steps // 3))
@@ -38,11 +38,11 @@ def trained_workdir(workdir: str | Path | None = None, *, steps: int = 150) -> P
 
     The training log is hidden (it is long); one line says what was used or trained.
     """
-    from vit_jax.loading import CheckpointNotFoundError, checkpoint_location
+    from vit_jax.checkpoints import CheckpointNotFoundError, locate
 
     path = Path(workdir) if workdir is not None else QUICKSTART_WORKDIR
     try:
-        checkpoint_location(path)  # a complete checkpoint, not just a started run
+        locate(path)  # a complete checkpoint, not just a started run
         print(f"using the trained run {path}")
         return path
     except CheckpointNotFoundError:

@@ -28,7 +28,7 @@ collective. Often its closed connections fail that collective at once (a Python 
 exit path would wait in JAX's shutdown barrier for peers blocked waiting for it.
 
 Preemption: with several processes JAX's preemption service catches SIGTERM; the train loop
-asks ``checkpoints.preemption_requested(step)`` every step, so all processes save the same step
+asks ``preemption.preemption_requested(step)`` every step, so all processes save the same step
 and exit cleanly.
 """
 

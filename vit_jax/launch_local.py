@@ -56,7 +56,7 @@ def process_env(index: int, count: int, port: int, devices: int,
 # Gloo (the CPU collectives) prints "[Gloo] Rank i is connected to n peer ranks ..." per device
 # and collective group, from several threads at once (lines arrive spliced): a handshake report,
 # never actionable, that buried the training log.
-_NOISE = re.compile(r"\[Gloo\] Rank|is connected to \d+ peer ranks")
+_NOISE = re.compile(r"\[Gloo\]|is connected to \d|peer ranks")
 
 
 def _forward(stream, prefix: str, out) -> None:

@@ -32,15 +32,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
-import orbax.checkpoint as ocp
-from flax import nnx, traverse_util
+from flax import nnx
 
-from vit_jax import convert, paths
+from vit_jax import checkpoints, convert, paths
+from vit_jax import params as params_lib
+from vit_jax.checkpoints import CheckpointNotFoundError
 from vit_jax.config import model_kwargs
+from vit_jax.logs import log
 from vit_jax.models.flexi import change_patch_size
 from vit_jax.models.layers import Dense
 from vit_jax.models.variants import parse_variant
-from vit_jax.models.vit import VisionTransformer, as_pair
+from vit_jax.models.vit import VisionTransformer
+from vit_jax.sizes import as_pair
+from vit_jax.tree import flatten
 
 # ``import_checkpoint`` arguments that say how to read a Google/timm file (what its shapes
 # cannot tell, and which GELU form it was trained with); every other keyword of ``load_model``
@@ -52,10 +56,6 @@ CONVERTED_NAMES = ("model.npz", "model.safetensors")
 ARCH_KEYS = ("width", "depth", "mlp_dim", "num_heads", "in_channels", "class_token",
              "num_registers", "pool", "posemb", "posemb_includes_prefix", "representation_size",
              "qk_norm")
-
-
-class CheckpointNotFoundError(FileNotFoundError, ValueError):
-    """No checkpoint at the path (a ValueError too, so the command line prints it plainly)."""
 
 
 @dataclass
@@ -85,8 +85,8 @@ def load_model(path: str | Path, *, step: int | None = None, image_size=None, pa
     model, summary = load_with_summary(path, step=step, image_size=image_size,
                                        patch_size=patch_size, num_classes=num_classes,
                                        **model_overrides)
-    if verbose and jax.process_index() == 0:
-        print("\n  ".join(summary), flush=True)
+    if verbose:
+        log("\n  ".join(summary))
     return model
 
 
@@ -117,7 +117,7 @@ def read_checkpoint(path: str | Path, *, step: int | None = None, **hints) -> So
         if not path.is_file():
             raise CheckpointNotFoundError(f"no checkpoint file {path}")
         if not _is_foreign(path):
-            config, params = convert.read_converted(path)
+            config, params = params_lib.read_npz(path)
             return Source(f"{path} (vit_jax)", config, params)
         config, params = convert.import_checkpoint(path, **hints)
         family = "timm" if kind == ".safetensors" else "google"
@@ -131,7 +131,7 @@ def resolve(path: str | Path) -> Path:
     """``path`` made absolute (``paths.absolute``); a directory that ``convert --output=DIR``
     wrote (one ``model.npz`` or ``model.safetensors``, no training checkpoints) -> that file."""
     path = paths.absolute(path)
-    if not path.is_dir() or _run_checkpoints(path) is not None:
+    if not path.is_dir() or checkpoints.is_run_checkpoint(path):
         return path
     found = [path / name for name in CONVERTED_NAMES if (path / name).is_file()]
     if len(found) > 1:
@@ -145,97 +145,36 @@ def _is_foreign(path: Path) -> bool:
     kind = convert.file_kind(path)
     if kind == ".safetensors":
         return True
-    if kind != ".npz" or not path.is_file():
-        return False
-    with np.load(path, allow_pickle=False) as z:
-        return convert.CONFIG_KEY not in z.files
-
-
-def _run_checkpoints(path: Path) -> tuple[Path, int | None] | None:
-    """(the ``checkpoints`` directory, the step ``path`` names) for a training workdir, its
-    ``checkpoints`` directory or a ``checkpoints/<step>`` directory; None for anything else."""
-    if (path / "checkpoints").is_dir():
-        return path / "checkpoints", None
-    if path.name.isdigit() and (path / "model").is_dir():
-        return path.parent, int(path.name)
-    if path.name == "checkpoints" and path.is_dir():
-        return path, None
-    return None
-
-
-def checkpoint_location(path: str | Path, step: int | None = None) -> tuple[Path, int]:
-    """(the ``checkpoints`` directory, the step) for a workdir or a ``checkpoints/<step>`` dir;
-    ``step`` None means the newest complete one."""
-    path = paths.absolute(path)
-    found = _run_checkpoints(path)
-    if found is None:
-        raise CheckpointNotFoundError(
-            f"{path} is not a checkpoint: expected a training workdir (with checkpoints/), a "
-            "checkpoints/<step> directory, a converted .npz (or the directory convert wrote it "
-            "to), a Google .npz or a timm .safetensors file")
-    directory, named = found
-    if named is not None:
-        if step is not None and step != named:
-            raise ValueError(f"{path} is step {named} but step={step} was asked for")
-        step = named
-    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-            create=False)) as manager:
-        steps = sorted(manager.all_steps())
-    if not steps:
-        raise CheckpointNotFoundError(f"no complete checkpoint in {directory} (a run stopped "
-                                      "before its first save leaves none)")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise CheckpointNotFoundError(f"no step {step} in {directory}; steps there: {steps}")
-    return directory, step
+    return kind == ".npz" and path.is_file() and not params_lib.is_ours(path)
 
 
 def load_config(path: str | Path, step: int | None = None) -> mlc.ConfigDict:
     """The config a workdir's checkpoint was saved with (e.g. its data and pp strings)."""
-    saved = _restore(*checkpoint_location(path, step), config=ocp.args.JsonRestore())
-    return mlc.ConfigDict(saved["config"] or {})
-
-
-def _restore(directory: Path, step: int, **items: ocp.args.CheckpointArgs) -> dict[str, Any]:
-    """Restores only the named items of a step: never the optimizer state."""
-    handlers = {"model": ocp.StandardCheckpointHandler, "config": ocp.JsonCheckpointHandler}
-    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
-                               item_handlers={k: handlers[k]() for k in items}) as manager:
-        return manager.restore(step, args=ocp.args.Composite(**items))
+    return mlc.ConfigDict(checkpoints.read_config(path, step))
 
 
 def _read_workdir(path: Path, step: int | None) -> Source:
-    directory, step = checkpoint_location(path, step)
-    # The restore target comes from the saved array metadata, placed on one local device, so a
-    # checkpoint written on any mesh loads on a laptop without building the model first.
-    meta = ocp.StandardCheckpointHandler().metadata(directory / str(step) / "model")
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          getattr(meta, "tree", meta))
-    out = _restore(directory, step, model=ocp.args.StandardRestore(target),
-                   config=ocp.args.JsonRestore())
-    saved = out["config"] or {}
+    state, saved, description = checkpoints.read_model(path, step)
     if "model" not in saved:
-        raise ValueError(f"{directory / str(step)} has no model config (saved by an old "
-                         "version?); rebuild the model yourself and use Checkpointer.restore")
-    head = target.get("head")
+        raise ValueError(f"{description} has no model config (saved by an old version?); "
+                         "rebuild the model yourself and use Checkpointer.restore")
+    head = state.get("head")
     num_classes = head["kernel"].shape[-1] if head else None
     config = model_kwargs(mlc.ConfigDict({"model": saved["model"]}), num_classes)
-    params = traverse_util.flatten_dict(out["model"], sep="/")
-    return Source(f"{directory.parent} (step {step})", config, params)
+    params = flatten(state)
+    return Source(description, config, params)
 
 
 # ----------------------------------------------------------------------------- building
 
 
 def _build(source: Source, overrides: Mapping[str, Any]) -> nnx.Module:
-    model = convert.build_model({**source.config, **overrides})
+    model = params_lib.build_architecture({**source.config, **overrides})
     # A training checkpoint also holds the model's RNG streams; only parameters transfer.
-    skip = set(traverse_util.flatten_dict(
-        nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param))), sep="/"))
+    skip = set(flatten(nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))))
     params = {k: v for k, v in source.params.items() if k not in skip}
     try:
-        convert.load_params_into(model, params)
+        params_lib.load_params_into(model, params)
     except ValueError as e:
         given = f" with overrides {dict(overrides)}" if overrides else ""
         raise ValueError(f"{source.description} does not fit the model{given}: {e}") from None
@@ -329,8 +268,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 # ----------------------------------------------------------------------------- training runs
 
 
-def init_from_pretrained(model: nnx.Module, config: mlc.ConfigDict,
-                         log: Callable[[str], None] = print) -> None:
+def init_from_pretrained(model: nnx.Module, config: mlc.ConfigDict) -> None:
     """Writes the weights of ``config.init_from`` into a run's freshly built ``model``.
 
     The checkpoint is adapted to the model (image size, patch size, class count, with the
@@ -343,7 +281,7 @@ def init_from_pretrained(model: nnx.Module, config: mlc.ConfigDict,
     source, summary = load_with_summary(config.init_from, num_classes=_num_classes(model), **fit)
     shardings = jax.tree.map(lambda x: x.sharding, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     try:
-        convert.load_params_into(model, convert.flat_params(source))
+        params_lib.load_params_into(model, params_lib.flat_params(source))
     except ValueError as e:
         raise ValueError(f"config.init_from={config.init_from} does not fit config.model: {e}"
                          + _arch_hint(source, config)) from None
@@ -356,7 +294,7 @@ def init_from_pretrained(model: nnx.Module, config: mlc.ConfigDict,
 def _arch_hint(source: nnx.Module, config: mlc.ConfigDict) -> str:
     if not isinstance(source, VisionTransformer) or "width" not in config.model:
         return ""
-    have = convert.model_config(source)
+    have = params_lib.architecture(source)
     kw = model_kwargs(config, None)
     want = {**parse_variant(kw["variant"]), **kw}
     fixes = [f"--config.model.{k}={have[k]}" for k in ARCH_KEYS

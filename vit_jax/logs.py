@@ -1,4 +1,4 @@
-"""Keeping libraries' log noise out of what people read.
+"""What people read: progress lines from process 0, and libraries' noise kept out of them.
 
 Orbax, TFDS and grain log through absl at WARNING for situations this project creates on
 purpose (a periodic save without eval metrics, a dataset folder probed before its first
@@ -8,6 +8,8 @@ preparation). ``drop_messages`` silences exactly those messages, nothing else.
 from __future__ import annotations
 
 import logging
+
+import jax
 
 
 class _DropFilter(logging.Filter):
@@ -23,3 +25,10 @@ class _DropFilter(logging.Filter):
 def drop_messages(*fragments: str, logger: str = "absl") -> None:
     """Drops records of ``logger`` whose message contains any of ``fragments``."""
     logging.getLogger(logger).addFilter(_DropFilter(fragments))
+
+
+def log(message: str) -> None:
+    """Progress for people: printed by process 0 only (one copy per job), flushed so a pipe
+    or a log file shows it live."""
+    if jax.process_index() == 0:
+        print(message, flush=True)

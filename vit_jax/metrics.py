@@ -23,8 +23,11 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 from flax import nnx
 
+from vit_jax.paths import atomic_write
+from vit_jax.tree import flatten
 
-def _is_main() -> bool:
+
+def _is_main() -> bool:  # only process 0 writes files or prints
     return jax.process_index() == 0
 
 
@@ -116,16 +119,13 @@ class MetricWriter:
 
 
 def _truncate_jsonl(path: str, last_step: int) -> None:
-    """Keeps the lines of steps <= ``last_step`` (atomically: a crash leaves either file)."""
+    """Keeps the lines of steps <= ``last_step`` (a crash leaves the old or the new file)."""
     with open(path) as f:
         lines = f.readlines()
     keep = [line for line in lines if line.strip() and _line_step(line) <= last_step]
     if len(keep) == len(lines):
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
+    atomic_write(path, "".join(keep))
 
 
 def _line_step(line: str) -> float:
@@ -135,7 +135,8 @@ def _line_step(line: str) -> float:
         return float("inf")
 
 
-def _hms(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``3725.4`` -> ``1:02:05`` (progress lines and sweep ETAs)."""
     return str(datetime.timedelta(seconds=round(max(seconds, 0.0))))
 
 
@@ -187,11 +188,11 @@ class ProgressReporter:
         now = time.monotonic()  # After fetching the loss: the interval includes the compute.
         if step > self._rate_step:
             steps_per_sec = (step - self._rate_step) / max(now - self._rate_time, 1e-9)
-            eta = _hms((self.total_steps - step) / steps_per_sec)
+            eta = format_duration((self.total_steps - step) / steps_per_sec)
             parts.append(f"{steps_per_sec * self.batch_size:.1f} img/s")
         else:  # only the compiling step so far: no rate to tell yet
             eta = "?"
-        parts += [f"elapsed {_hms(now - self._start)}", f"ETA {eta}"]
+        parts += [f"elapsed {format_duration(now - self._start)}", f"ETA {eta}"]
         line = " | ".join(parts)
         self._last_step, self._last_time = step, now
         self._rate_step, self._rate_time = step, now
@@ -259,7 +260,7 @@ def parameter_summary(model: nnx.Module, table_path: str | os.PathLike | None = 
     (process 0) instead of the terminal: 100+ lines for a 6-layer model.
     """
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    flat = {"/".join(map(str, k)): v for k, v in flax.traverse_util.flatten_dict(params).items()}
+    flat = flatten(params)
     sizes: dict[str, int] = {}
     blocks: dict[str, set[str]] = {}
     for name, array in sorted(flat.items()):

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vit_jax.tree import path_names
+
 # Parameters whose path contains one of these names are never weight-decayed: they are
 # embeddings/queries whose scale carries meaning (big_vision and timm exclude them too).
 NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "cls_token", "reg_tokens", "probe")
@@ -70,7 +72,7 @@ RANGES: dict[str, tuple[float, float, str, str]] = dict(
 INTEGER_KEYS = ("warmup_steps", "total_steps", "cooldown_steps", "grad_accum_steps")
 
 
-def _resolve(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
+def resolve(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
     """Merges `cfg` over DEFAULTS; unknown keys are typos, so they raise."""
     given = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
     unknown = sorted(set(given) - set(DEFAULTS))
@@ -100,13 +102,6 @@ def _check_ranges(c: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- weight-decay mask
 
 
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def _ndim(leaf: Any) -> int:
     if isinstance(leaf, nnx.Variable):
         leaf = leaf.get_value()
@@ -121,7 +116,7 @@ def decay_mask(params: Any, no_decay_names: tuple[str, ...] = NO_DECAY_NAMES) ->
     """
 
     def keep(path: tuple[Any, ...], leaf: Any) -> bool:
-        names = {_key_name(k) for k in path}
+        names = set(path_names(path))
         return _ndim(leaf) >= 2 and not names.intersection(no_decay_names)
 
     return jax.tree_util.tree_map_with_path(
@@ -138,7 +133,7 @@ def build_schedule(cfg: Mapping[str, Any] | Any) -> optax.Schedule:
     Written as one jnp function of the step (as big_vision does) so that every schedule
     shares the same warmup and cooldown and the result can be evaluated under jit.
     """
-    c = _resolve(cfg)
+    c = resolve(cfg)
     kind, base = c["schedule"], float(c["lr"])
     warmup, total = int(c["warmup_steps"]), c["total_steps"]
     end, cooldown, timescale = float(c["end_lr_factor"]), int(c["cooldown_steps"]), c["timescale"]
@@ -185,7 +180,7 @@ def build_tx(cfg: Mapping[str, Any] | Any) -> optax.GradientTransformation:
     the classic coupled L2 term added to the gradient before momentum.
     `grad_accum_steps` is not handled here: see `accumulate_gradients`.
     """
-    c = _resolve(cfg)
+    c = resolve(cfg)
     schedule = build_schedule(c)
     parts: list[optax.GradientTransformation] = []
     if c["grad_clip_norm"]:

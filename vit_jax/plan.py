@@ -18,7 +18,8 @@ g/14 on 64 devices plans on a laptop. What is reported, per device:
   ``alias`` = outputs written into donated input buffers (the state: counted in both argument
   and output, so subtracted once), ``temp`` = everything XLA allocates during the step:
   activations kept for the backward pass, gradients, all-gathered weights, optimizer
-  temporaries. ``peak = argument + output - alias + temp`` is what must fit.
+  temporaries. Peak memory is ``train_state.StepCost.peak_bytes`` (argument + output - alias
+  + temp), the project's one definition; the generated code is listed apart.
 - FLOPs: XLA's ``cost_analysis()``, which for a partitioned program also counts one device's
   share (x devices = the step's total; it counts a loop body once, see ``xla_flops``), next to
   the analytic estimate (``analytic_flops``).
@@ -49,10 +50,10 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vit_jax import optim, sharding
+from vit_jax import sharding, train_state
 from vit_jax.config import FROM_VARIANT, base_config, build_model, model_config
 from vit_jax.models import CNNS, count_params
-from vit_jax.train_step import make_train_step
+from vit_jax.sizes import as_pair
 
 # Remat policies by how much they recompute (and, in the same order, how much they keep):
 # "dots" keeps every matmul output (recomputes only elementwise ops), "dots_no_batch" also
@@ -192,16 +193,6 @@ def _devices(n: int) -> list:
     return devices[:n]
 
 
-def _abstract_state(config: mlc.ConfigDict, num_classes: int):
-    tx = optim.build_tx(dict(config.optim.to_dict(), total_steps=config.total_steps))
-
-    def create():
-        model = build_model(config, num_classes)
-        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    return nnx.split(nnx.eval_shape(create))
-
-
 def _state_bytes(abstract_state: Any, shardings: Any) -> dict[str, int]:
     """Per-device bytes of params / optimizer / other state from the sharded abstract shapes."""
     sharded = jax.tree.map(
@@ -220,17 +211,16 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
     trainer's (``param_partition_specs``, ``batch_sharding``, donated state).
     """
     t0 = time.perf_counter()
-    graphdef, abstract_state = _abstract_state(config, num_classes)
+    graphdef, abstract_state = train_state.abstract_state(
+        train_state.config_state_factory(config, num_classes))
     shardings = sharding.named_shardings(sharding.param_partition_specs(abstract_state, mesh),
                                          mesh)
     step = sharding.jit_train_step(
-        make_train_step(graphdef, grad_accum_steps=config.optim.grad_accum_steps), shardings, mesh)
+        train_state.train_step(graphdef, train_state.optim_config(config)), shardings, mesh)
     h, w = model_image_size(config)
     channels = config.model.get("in_channels", 3)
     batch_s = sharding.batch_sharding(mesh)
-    # The loader's batch also holds "label" (int32), which the step never reads: jit drops it.
-    inputs = {"image": jax.ShapeDtypeStruct((batch, h, w, channels), jnp.float32, sharding=batch_s),
-              "labels": jax.ShapeDtypeStruct((batch, num_classes), jnp.float32, sharding=batch_s)}
+    inputs = train_state.abstract_batch(batch, (h, w, channels), num_classes, batch_s)
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, P()))
     lowered = step.lower(abstract_state, inputs, rng)
     t1 = time.perf_counter()
@@ -238,12 +228,9 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
     # buffer assignment and cost analysis come from the HLO passes and are identical).
     compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
     t2 = time.perf_counter()
-    mem = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    xla = dict(argument=mem.argument_size_in_bytes, output=mem.output_size_in_bytes,
-               alias=mem.alias_size_in_bytes, temp=mem.temp_size_in_bytes,
-               code=mem.generated_code_size_in_bytes)
+    cost = train_state.step_cost(compiled)
+    xla = dict(argument=cost.argument_bytes, output=cost.output_bytes, alias=cost.alias_bytes,
+               temp=cost.temp_bytes, code=cost.code_bytes)
     state = _state_bytes(abstract_state, shardings)
     devices = math.prod(mesh.shape.values())
     return dict(
@@ -256,15 +243,14 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
         batch_bytes=sum(math.prod(batch_s.shard_shape(x.shape)) * x.dtype.itemsize
                         for x in inputs.values()),
         xla=xla,
-        peak_bytes=xla["argument"] + xla["output"] - xla["alias"] + xla["temp"] + xla["code"],
-        xla_flops_per_device=float(cost.get("flops", 0.0)),
-        xla_flops_total=float(cost.get("flops", 0.0)) * devices,
+        peak_bytes=cost.peak_bytes,
+        xla_flops_per_device=cost.flops,
+        xla_flops_total=cost.flops * devices,
         lower_seconds=t1 - t0, compile_seconds=t2 - t1)
 
 
 def model_image_size(config: mlc.ConfigDict) -> tuple[int, int]:
-    size = config.model.get("image_size", 224)
-    return (size, size) if isinstance(size, int) else tuple(size)
+    return as_pair(config.model.get("image_size", 224), "config.model.image_size")
 
 
 def xla_flops(config: mlc.ConfigDict, mesh, batch: int, num_classes: int,
@@ -494,23 +480,24 @@ def format_plan(r: dict) -> str:
              f"({r['per_device_batch']}/device)  device memory {_size(budget)}"]
     lines += [f"note: {n}" for n in r["notes"]]
     head = ("remat", "accum", "scan", "params", "opt", "batch", "args", "out", "alias", "temp",
-            "peak", "fits", "compile s")
+            "peak", "fits", "code", "compile s")
     rows = [head]
     for m in [r["base"], *r["tried"]]:
         policy, accum = m["remat_policy"], str(m["grad_accum_steps"])
         if m.get("skipped"):
             rows.append((policy, accum, *[""] * 8, f">{_size(m['lower_bound_bytes'])}", "no",
-                         "skipped"))
+                         "", "skipped"))
             continue
         x = m["xla"]
         rows.append((policy, accum, "yes" if m["scan"] else "no", _size(m["params_bytes"]),
                      _size(m["opt_state_bytes"]), _size(m["batch_bytes"]), _size(x["argument"]),
                      _size(x["output"]), _size(x["alias"]), _size(x["temp"]),
                      _size(m["peak_bytes"]), {None: "-", True: "yes", False: "no"}[m["fits"]],
-                     f"{m['lower_seconds'] + m['compile_seconds']:.1f}"))
+                     _size(x["code"]), f"{m['lower_seconds'] + m['compile_seconds']:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines.append("per device (peak = args + out - alias + temp; args = state + batch; "
-                 "temp = activations, gradients, gathered weights):")
+                 "temp = activations, gradients, gathered weights; code = the compiled program, "
+                 "not in peak):")
     lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
               for row in rows]
     for key, label in (("flops", "FLOPs/step"), ("suggestion_flops", "FLOPs/step, suggested")):

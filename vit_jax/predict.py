@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from vit_jax import cli, data, loading, paths
+from vit_jax import checkpoints, cli, data, loading, paths
 from vit_jax.data.order import example_rng
 from vit_jax.data.pipeline import run_pp
 from vit_jax.data.sources import class_names as dataset_class_names
@@ -200,7 +200,7 @@ def _checkpoint(workdir: str | os.PathLike, step: int | None) -> tuple[Path, int
         raise ValueError(f"{workdir} is a file; a predictor needs a training workdir, whose "
                          "checkpoint holds the run's eval preprocessing (a converted file has "
                          "none: use load_model and your own preprocessing)")
-    return path, loading.checkpoint_location(path, step)[1]
+    return path, checkpoints.locate(path, step)[1]
 
 
 # ----------------------------------------------------------------------------- command line

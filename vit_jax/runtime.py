@@ -4,14 +4,11 @@ XLA reads ``XLA_FLAGS`` once, when the first backend starts, so ``configure_runt
 before any JAX computation (``vit_jax.main`` calls it first thing). It appends ``CPU_FLAGS`` to
 whatever ``XLA_FLAGS`` the user set (a flag the user already gave is never overridden), only
 when the default backend will be the CPU (flags tuned on XLA:CPU are never applied to a GPU or
-TPU job), and only flags the installed jaxlib defines (an unknown flag aborts the process).
+TPU job).
 
-``CPU_FLAGS`` is empty today because no flag measured on our 2-core AVX-512 machines speeds up
-the train step (``python -m benchmarks.throughput`` re-measures them; benchmarks/RESULTS.md):
-turning XLA:CPU's YNNPACK fusions off (``--xla_cpu_experimental_ynn_fusion_type=``, with or
-without ``--xla_cpu_use_onednn=true``) speeds inference up a little for some widths but makes
-the ViT train step 2.3-2.5x slower and its compile 3x longer with jax 0.10.2; oneDNN alone
-changes nothing while YNNPACK handles the dots. Put a flag here only with a measurement.
+``CPU_FLAGS`` is empty today: no flag measured on our CPUs speeds up the train step (the flag
+sets tried, e.g. XLA:CPU's YNNPACK fusions off, and their figures: benchmarks/RESULTS.md;
+``python -m benchmarks.throughput`` re-measures them). Put a flag here only with a measurement.
 
 Opt out with ``VIT_JAX_CPU_FLAGS=0`` (then ``XLA_FLAGS`` is left exactly as the user set it).
 """
@@ -20,24 +17,22 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import mmap
 import os
 import pkgutil
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, MutableMapping, Sequence
 
 OPT_OUT_ENV = "VIT_JAX_CPU_FLAGS"
 # Flags appended on XLA:CPU, each a measured win (see the module docstring for what lost).
 CPU_FLAGS: tuple[str, ...] = ()
 
 
-def configure_runtime(env: Mapping[str, str] | None = None) -> list[str]:
-    """Appends the CPU defaults to ``XLA_FLAGS`` when the backend will be XLA:CPU.
+def configure_runtime(env: MutableMapping[str, str] | None = None,
+                      cpu_flags: Sequence[str] = CPU_FLAGS) -> list[str]:
+    """Appends ``cpu_flags`` to ``XLA_FLAGS`` when the backend will be XLA:CPU.
 
     Returns the flags it added (empty when it added none: opted out, an accelerator will be
-    the default backend, the user set them already, or this jaxlib does not know a flag). Safe
-    to call twice. Calling it after JAX has started its backend has no effect on that process.
+    the default backend, or the user set them already). Safe to call twice. Calling it after
+    JAX has started its backend has no effect on that process.
     """
     env = os.environ if env is None else env
     if env.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
@@ -46,10 +41,7 @@ def configure_runtime(env: Mapping[str, str] | None = None) -> list[str]:
         return []
     current = env.get("XLA_FLAGS", "")
     given = {token.split("=", 1)[0] for token in current.split()}
-    missing = [f for f in CPU_FLAGS if f.split("=", 1)[0] not in given]
-    # An unknown flag in XLA_FLAGS aborts the process, and experimental flags come and go
-    # between jaxlib releases: add only the ones this jaxlib defines.
-    added = [f for f in missing if jaxlib_knows_flag(f)]
+    added = [f for f in cpu_flags if f.split("=", 1)[0] not in given]
     if added:
         env["XLA_FLAGS"] = " ".join([current.strip(), *added]).strip()  # type: ignore[index]
     return added
@@ -81,42 +73,3 @@ def accelerator_plugins(env: Mapping[str, str] | None = None) -> list[str]:
     if importlib.util.find_spec("libtpu") is not None or env.get("TPU_LIBRARY_PATH"):
         found.append("libtpu")
     return sorted(set(found))
-
-
-def jaxlib_knows_flag(flag: str, libraries: Sequence[Path] | None = None) -> bool:
-    """Whether the installed jaxlib defines ``flag`` (e.g. ``--xla_cpu_use_onednn=true``).
-
-    A defined flag's name is a NUL-terminated string in jaxlib's native library; a removed
-    one survives only as a reserved proto field name, which is not NUL-delimited. Reading the
-    few megabytes up to the name costs ~40 ms, far less than the abort a wrong guess causes.
-    """
-    name = flag.lstrip("-").split("=", 1)[0].encode()
-    needle = b"\0" + name + b"\0"
-    for path in _jaxlib_libraries() if libraries is None else libraries:
-        try:
-            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                if m.find(needle) != -1:
-                    return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
-def _jaxlib_libraries() -> list[Path]:
-    """jaxlib's native libraries, largest (the XLA runtime) first."""
-    spec = importlib.util.find_spec("jaxlib")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    paths = [p for loc in spec.submodule_search_locations for p in Path(loc).glob("*.so*")]
-    return sorted(paths, key=lambda p: p.stat().st_size, reverse=True)
-
-
-def backend_started() -> bool:
-    """True when JAX has already started a backend, so new ``XLA_FLAGS`` would be ignored."""
-    if "jax" not in sys.modules:
-        return False
-    try:
-        from jax._src import xla_bridge
-    except ImportError:
-        return False
-    return bool(getattr(xla_bridge, "_backends", None))

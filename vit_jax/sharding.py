@@ -30,6 +30,8 @@ from flax import nnx
 from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vit_jax.tree import path_names
+
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
 
 # Logical axis name -> mesh axis (or tuple of mesh axes, or None = replicated). Every logical
@@ -139,10 +141,6 @@ def _value(leaf: Any) -> Any:
     return leaf.get_value() if _is_variable(leaf) else leaf
 
 
-def _path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-
-
 def _leaf_axes(leaf: Any) -> tuple[str | None, ...] | None:
     """The leaf's logical axes, with "layers" prepended for the stacked axis of scanned blocks."""
     axes = leaf.get_metadata().get("logical_axes") if _is_variable(leaf) else None
@@ -169,7 +167,7 @@ def param_partition_specs(abstract_state: Any, mesh: Mesh | AbstractMesh | None 
     each Variable replaced by its spec, a valid prefix tree for jit's shardings.
     """
     leaves = jax.tree_util.tree_leaves_with_path(abstract_state, is_leaf=_is_variable)
-    params = {_path_names(path): (tuple(_value(leaf).shape), _leaf_axes(leaf))
+    params = {path_names(path): (tuple(_value(leaf).shape), _leaf_axes(leaf))
               for path, leaf in leaves
               if isinstance(leaf, nnx.Param) and _leaf_axes(leaf) is not None}
     # Moments live under the optimizer, so their paths lack the state's leading (model,
@@ -178,7 +176,7 @@ def param_partition_specs(abstract_state: Any, mesh: Mesh | AbstractMesh | None 
 
     def spec(path: tuple[Any, ...], leaf: Any) -> P:
         shape = tuple(getattr(_value(leaf), "shape", ()))
-        axes = _leaf_axes(leaf) or _match_param(_path_names(path), shape, by_path)
+        axes = _leaf_axes(leaf) or _match_param(path_names(path), shape, by_path)
         if axes is None:
             return P()
         return logical_to_spec(axes, shape, mesh, rules)

@@ -16,18 +16,13 @@ import ml_collections as mlc
 import numpy as np
 from flax import nnx
 
-from vit_jax import data, metrics, optim, sharding
-from vit_jax.checkpoints import Checkpointer, install_preemption_handler, preemption_requested
-from vit_jax.config import build_model, validate
+from vit_jax import data, evaluators, metrics, sharding, train_state
+from vit_jax.checkpoints import Checkpointer
+from vit_jax.config import validate
 from vit_jax.loading import init_from_pretrained
-from vit_jax.paths import absolute
-from vit_jax.train_step import make_eval_step, make_train_step
-
-
-def log(message: str) -> None:
-    """Progress for people: printed by process 0 only, flushed so pipes show it live."""
-    if jax.process_index() == 0:
-        print(message, flush=True)
+from vit_jax.logs import log
+from vit_jax.paths import absolute, atomic_write
+from vit_jax.preemption import install_preemption_handler, preemption_requested
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,7 +33,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     """Trains (or resumes) the run in ``workdir``; returns its final and best eval metrics."""
     workdir = absolute(workdir)
 
-    # --- Config: every bad key or value fails here, before data or memory is touched.
+    # --- Config: every bad key or value fails here, before parameters or batches exist.
     info = validate(config)
     workdir.mkdir(parents=True, exist_ok=True)
     total_steps = config.total_steps
@@ -57,20 +52,13 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
 
     # --- Model and optimizer, created already sharded over the mesh (never whole on a device).
     mesh = sharding.make_mesh(config.mesh)
-    optim_cfg = optim_config(config)
-    tx = optim.build_tx(optim_cfg)
-
-    def create():
-        model = build_model(config, info.num_classes)
-        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    graphdef, state, state_shardings = sharding.create_sharded_state(create, mesh)
+    graphdef, state, state_shardings = sharding.create_sharded_state(
+        train_state.config_state_factory(config, info.num_classes), mesh)
     model, optimizer = nnx.merge(graphdef, state)
-    schedule = optim.build_schedule(optim_cfg)
 
     # --- Checkpoints: a workdir with a checkpoint resumes from it.
     if config.init_from and ckpt.latest_step() is None:  # transfer: a fresh run starts pretrained
-        init_from_pretrained(model, config, log=log)
+        init_from_pretrained(model, config)
     rng = jax.random.PRNGKey(config.seed)
     start_step = 0
     try:
@@ -88,13 +76,15 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
     # --- Steps: jitted with the state's shardings, state buffers donated.
     graphdef, state = nnx.split((model, optimizer))
     train_step = sharding.jit_train_step(
-        make_train_step(graphdef, schedule=schedule,
-                        grad_accum_steps=optim_cfg["grad_accum_steps"]),
-        state_shardings, mesh)
-    eval_step = sharding.jit_eval_step(make_eval_step(graphdef), state_shardings, mesh)
+        train_state.train_step(graphdef, train_state.optim_config(config)), state_shardings, mesh)
+    evals = evaluators.build(config)  # each opens its data once, for the whole run
 
-    def evaluate(state) -> dict:
-        return run_eval(eval_step, state, config, mesh)
+    def evaluate(state, step: int | None = None) -> dict:
+        """The evaluators due at ``step`` (all of them when None), metrics merged."""
+        view = evaluators.ModelView(graphdef, state, mesh, state_shardings)
+        return {k: v for name, run in evals.items()
+                if step is None or step % evaluators.every_steps(config, name) == 0
+                for k, v in run(view).items()}
 
     if start_step >= total_steps:  # complete, but its final eval was never recorded
         results["final"] = {"step": start_step, **evaluate(state)}
@@ -127,9 +117,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         if step % config.log_every_steps == 0:
             writer.write_scalars(step, jax.device_get(step_metrics))
 
-        eval_metrics = None
-        if step % config.eval_every_steps == 0 or step == total_steps:
-            eval_metrics = evaluate(state)
+        eval_metrics = evaluate(state, None if step == total_steps else step) or None
+        if eval_metrics:
             writer.write_scalars(step, eval_metrics)
             log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
             _update_best(results, step, eval_metrics, config.checkpoint.best_metric)
@@ -182,26 +171,6 @@ def _resume_message(ckpt: Checkpointer, start_step: int, workdir: Path) -> str:
     return f"Starting a new run in {workdir}"
 
 
-def optim_config(config: mlc.ConfigDict) -> dict:
-    """The optimizer section with ``total_steps`` defaulting to the run's length."""
-    cfg = config.optim.to_dict()
-    cfg["total_steps"] = cfg.get("total_steps") or config.total_steps
-    return cfg
-
-
-def run_eval(eval_step, state, config: mlc.ConfigDict, mesh) -> dict:
-    """Top-1 and loss over the whole eval split (padding masked), as Python floats."""
-    batches = data.build_eval_iterator(
-        config.data, batch_size=config.eval_batch_size // jax.process_count(),
-        process_index=jax.process_index(), process_count=jax.process_count())
-    total = None
-    # The generator keeps no host batch alive after its step, so close() can free them all.
-    for batch_metrics in (eval_step(state, sharding.shard_batch(b, mesh)) for b in batches):
-        total = batch_metrics if total is None else total.merge(batch_metrics)
-    batches.close()
-    return metrics.compute_eval_metrics(total)
-
-
 def _check_finite(step: int, step_metrics: dict, last_saved: int, ckpt: Checkpointer) -> None:
     loss = float(step_metrics["train/loss"])
     grad_norm = float(step_metrics["train/grad_norm"])
@@ -228,9 +197,7 @@ def _load_results(workdir: Path) -> dict:
 
 def _save_results(results: dict, workdir: Path) -> None:
     if jax.process_index() == 0:
-        tmp = workdir / "results.json.tmp"
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(workdir / "results.json")  # atomic: never a half-written file
+        atomic_write(workdir / "results.json", json.dumps(results, indent=2))
 
 
 def _report(results: dict, workdir: Path, log) -> None:

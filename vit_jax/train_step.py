@@ -1,4 +1,4 @@
-"""The jitted train and eval steps, as pure functions of the split (model, optimizer) state.
+"""The train step, as a pure function of the split (model, optimizer) state.
 
 Splitting once and jitting a pure function (instead of ``nnx.jit`` on the modules) keeps the
 per-step Python overhead constant and lets the caller give input/output shardings and donate
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from vit_jax import metrics, optim
+from vit_jax import optim
 
 Array = jax.Array
 
@@ -63,14 +63,3 @@ def make_train_step(graphdef, *, grad_accum_steps: int = 1,
 def _micro_index(batch) -> Array:
     """Which micro-batch this is (0 without accumulation), so each draws its own dropout key."""
     return batch["_micro"][0] if "_micro" in batch else jnp.int32(0)
-
-
-def make_eval_step(graphdef) -> Callable:
-    """``eval_fn(state, batch) -> EvalMetrics`` of one batch; padded examples (mask 0) excluded."""
-
-    def eval_fn(state, batch):
-        model, _ = nnx.merge(graphdef, state)
-        logits = model(batch["image"], train=False)
-        return metrics.eval_batch_metrics(logits, batch["labels"], batch.get("mask"))
-
-    return eval_fn

@@ -10,7 +10,8 @@ The argument `smoke` runs 20 steps per point. About 10 minutes on 2 CPU cores.
 
 from pathlib import Path
 
-from vit_jax.sweep import load_config, sweep_config
+from vit_jax.config import load_config_file
+from vit_jax.sweep import sweep_config
 
 CONFIGS = Path(__file__).resolve().parent.parent
 
@@ -18,7 +19,7 @@ CONFIGS = Path(__file__).resolve().parent.parent
 def get_config(arg: str | None = None):
     if arg not in (None, "smoke"):
         raise ValueError(f"unknown argument {arg!r}; valid: smoke (or none)")
-    c = load_config(CONFIGS / "quickstart.py")
+    c = load_config_file(CONFIGS / "quickstart.py")
     if arg == "smoke":
         c.total_steps, c.optim.warmup_steps = 20, 5
         c.eval_every_steps = c.checkpoint_every_steps = c.log_every_steps = 10

@@ -16,7 +16,8 @@ steps, uses 2 methods, 3 resolutions and 5 fine-tune steps.
 
 from pathlib import Path
 
-from vit_jax.sweep import load_config, resolution_sweep_config
+from vit_jax.config import load_config_file
+from vit_jax.sweep import resolution_sweep_config
 
 CONFIGS = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,7 @@ CONFIGS = Path(__file__).resolve().parent.parent
 def get_config(arg: str | None = None):
     if arg not in (None, "smoke"):
         raise ValueError(f"unknown argument {arg!r}; valid: smoke (or none)")
-    base = load_config(CONFIGS / "quickstart.py")
+    base = load_config_file(CONFIGS / "quickstart.py")
     c = resolution_sweep_config(
         "resolution" + ("_smoke" if arg else ""), base, resolutions=[8, 12, 16, 24, 32],
         finetune_steps=50,

@@ -11,7 +11,8 @@ who over- and who under-fits. The argument `smoke` runs 20 steps per model.
 
 from pathlib import Path
 
-from vit_jax.sweep import load_config, sweep_config
+from vit_jax.config import load_config_file
+from vit_jax.sweep import sweep_config
 
 CONFIGS = Path(__file__).resolve().parent.parent
 MODELS = {"ViT-Tiny": "vit", "SimpleCNN": "SimpleCNN", "SmallResNet": "SmallResNet"}
@@ -20,7 +21,7 @@ MODELS = {"ViT-Tiny": "vit", "SimpleCNN": "SimpleCNN", "SmallResNet": "SmallResN
 def get_config(arg: str | None = None):
     if arg not in (None, "smoke"):
         raise ValueError(f"unknown argument {arg!r}; valid: smoke (or none)")
-    bases = {name: load_config(CONFIGS / "small_data.py", small_data_arg)
+    bases = {name: load_config_file(CONFIGS / "small_data.py", small_data_arg)
              for name, small_data_arg in MODELS.items()}
     if arg == "smoke":
         for c in bases.values():

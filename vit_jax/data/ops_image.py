@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vit_jax.data.errors import DataError
 from vit_jax.data.registry import register
+from vit_jax.sizes import as_pair
 
 _METHODS = {
     "nearest": Image.Resampling.NEAREST,
@@ -27,15 +28,7 @@ _METHODS = {
 
 def _hw(size, op: str) -> tuple[int, int]:
     """`32` -> (32, 32); `(h, w)` -> (h, w); anything else is an argument error."""
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    if (
-        not isinstance(size, tuple | list)
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-    ):
-        raise ValueError(f"{op}: size must be a positive int or (height, width), got {size!r}")
-    return int(size[0]), int(size[1])
+    return as_pair(size, f"{op}: size")
 
 
 def _method(method: str, op: str) -> Image.Resampling:

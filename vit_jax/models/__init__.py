@@ -23,21 +23,19 @@ def create_model(variant: str = "B/16", *, num_classes: int | None = 1000,
     name (``"SimpleCNN"``, ``"SmallResNet"``). ``overrides`` are ``VisionTransformer`` arguments
     (e.g. ``pool="gap"``, ``posemb="sincos2d"``, ``depth=2`` for a tiny test model).
     """
-    if variant in CNNS:
+    valid = [name for name, p in inspect.signature(model_class(variant).__init__).parameters
+             .items() if p.kind == p.KEYWORD_ONLY and name not in ("num_classes", "rngs")]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for {variant!r}; valid options: "
+                         f"{', '.join(sorted(valid))}")
+    if variant in CNNS:  # they take any image size: image_size is the ViT's
         return CNNS[variant](num_classes=num_classes, **overrides)
     kwargs = {**parse_variant(variant), **overrides}
     if "patch_size" not in kwargs:
         raise ValueError(f"variant {variant!r} has no patch size; write e.g. '{variant}/16' "
                          "or pass patch_size=")
-    try:
-        return VisionTransformer(num_classes=num_classes, image_size=image_size, **kwargs)
-    except TypeError as e:  # an unknown override: name the valid ones
-        raise ValueError(f"{e}; valid options: {', '.join(_vit_options())}") from None
-
-
-def _vit_options() -> list[str]:
-    params = inspect.signature(VisionTransformer.__init__).parameters
-    return [name for name, p in params.items() if p.kind == p.KEYWORD_ONLY and name != "rngs"]
+    return VisionTransformer(num_classes=num_classes, image_size=image_size, **kwargs)
 
 
 def model_class(variant: str) -> type[nnx.Module]:
@@ -48,7 +46,7 @@ def model_class(variant: str) -> type[nnx.Module]:
 def model_options(variant: str) -> dict:
     """The keyword options of the model class behind ``variant`` with their defaults."""
     cls = model_class(variant)
-    skip = ("self", "rngs", "num_classes", "_ignored", "seed")
+    skip = ("self", "rngs", "num_classes", "seed")
     return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
             if name not in skip and p.kind == p.KEYWORD_ONLY and p.default is not p.empty}
 

@@ -33,18 +33,12 @@ IMPLEMENTATIONS = ("standard", "xla", "chunked", "auto")
 # efficient matmuls and small next to the N×N it replaces (1/16 of it at N = 1024).
 QUERY_CHUNK = 256
 KEY_CHUNK = 256
-# ``auto`` switches to ``chunked`` from this many keys on. Measured on the 2-core CPU
-# (benchmarks/ATTENTION_MEMORY.md; f32 forward+backward, B=8, ViT-Ti's 3 heads × 64), chunked
-# time over standard in two runs: N=65 0.90 / 1.34 (~1 ms, a tie), N=257 1.19 / 1.03,
-# N=513 1.20 / 0.91, N=1025 0.58 / 0.51. Below ~1k tokens the two tie within noise and the
-# N×N weights are small, so the simpler kernel stays; from 1k tokens (pixel tokens of 32²
-# images) chunked is ~2× faster, as its blocks stay in cache, and needs 6.6× less scratch.
-# jax.nn.dot_product_attention(implementation="xla") also materialises N×N and was never the
-# fastest on CPU (1.3–1.75× standard's time), so ``auto`` only uses it on GPU, through cuDNN.
+# ``auto`` switches to ``chunked`` from this many keys on: below it the two kernels tie and the
+# N×N weights are small, from it chunked is faster (its blocks stay in cache) and needs far
+# less scratch (benchmarks/ATTENTION_MEMORY.md). jax.nn.dot_product_attention's "xla" kernel
+# also materialises N×N and was never the fastest on CPU, so ``auto`` only uses that function
+# on GPU, through cuDNN.
 AUTO_CHUNK_MIN_TOKENS = 1024
-# Self-attention's q/k/v as one matmul (``Attention._project_qkv``); False = three, kept so the
-# benchmark can time the alternative (benchmarks/jax_measure.py, ALTERNATIVES).
-FUSED_QKV = True
 # A finite "minus infinity" for padded keys: exp() of it is 0 without inf - inf = NaN risks.
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -55,9 +49,8 @@ def standard_attention(q: Array, k: Array, v: Array, *,
     asked, the (B, H, Nq, Nk) weights.
 
     The normalisation is deferred: out = (exp(s - max) @ v) / rowsum, dividing the (Nq, hd)
-    output instead of the (Nq, Nk) weights. Same result (to rounding); on the 2-core CPU the
-    ViT-Ti/16 forward ran 1.1-1.5x faster than with normalised weights (benchmarks/RESULTS.md,
-    "Levers").
+    output instead of the (Nq, Nk) weights: same result (to rounding), fewer operations on the
+    large array (README, "Performance").
     """
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k).astype(jnp.float32)
@@ -260,7 +253,7 @@ class Attention(nnx.Module):
         if input_norm is not None and context is not None:
             raise ValueError("input_norm is for self-attention; normalise x and context "
                              "before cross-attention")
-        if context is None and FUSED_QKV:
+        if context is None:
             q, k, v = self._project_qkv(x, input_norm)
         else:
             x = x if input_norm is None else input_norm(x)

@@ -24,18 +24,12 @@ from flax import nnx
 
 from vit_jax.models.patch_embed import grid_size
 from vit_jax.models.resample import check_method, resample_posemb, resize_grid
+from vit_jax.sizes import as_pair
 
 Array = jax.Array
 # FlexiViT builds B with tf.image.resize(method="bilinear"): half-pixel centres, no antialias,
 # i.e. our torch-equivalent 'bilinear'. Images are resized the same way before patching.
 PATCH_RESIZE_METHOD = "bilinear"
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
-    return pair  # type: ignore[return-value]
 
 
 def resize_matrix(old_hw: Sequence[int], new_hw: Sequence[int],
@@ -54,7 +48,7 @@ def resize_patch_kernel(kernel: Array, new_patch: int | Sequence[int],
     if kernel.ndim != 4:
         raise ValueError(f"expected a (ph, pw, channels, width) kernel, got shape {kernel.shape}")
     ph, pw, c, d = kernel.shape
-    nh, nw = _pair(new_patch, "new_patch")
+    nh, nw = as_pair(new_patch, "new_patch")
     if (nh, nw) == (ph, pw):
         return kernel
     pinv = np.linalg.pinv(resize_matrix((ph, pw), (nh, nw), method).T)  # (nh*nw, ph*pw)
@@ -74,8 +68,8 @@ def change_patch_size(model: nnx.Module, new_patch: int | Sequence[int], *,
     ``posemb_method`` defaults to the model's own ``posemb_resample``. Parameters are shared
     with the input model until either is updated.
     """
-    new_patch = _pair(new_patch, "new_patch")
-    image_size = _pair(image_size if image_size is not None else model.image_size, "image_size")
+    new_patch = as_pair(new_patch, "new_patch")
+    image_size = as_pair(image_size if image_size is not None else model.image_size, "image_size")
     new_grid = grid_size(image_size, new_patch)
     out = nnx.clone(model)
     kernel = out.patch_embed.kernel

@@ -45,19 +45,13 @@ def gelu(x: Array, approximate: bool = False) -> Array:
     of Google's Flax ViTs.
 
     ``jax.nn.gelu(approximate=False)`` computes the same function through ``erfc``, which XLA:CPU
-    lowers with an ``exp``; ``erf`` is a plain rational polynomial: the ViT-Ti/16 train step ran
-    ~4% faster on our CPU (16 ABBA pairs; benchmarks/RESULTS.md, "Levers"). They agree to ~1e-6.
+    lowers with an ``exp``; ``erf`` is a plain rational polynomial and faster (README,
+    "Performance"). They agree to ~1e-6.
     """
     if approximate:
         return jax.nn.gelu(x, approximate=True)
     half = jnp.asarray(0.5, x.dtype)
     return half * x * (1 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
-
-
-# A LayerNorm feeding a linear layer hands its scale and shift to that layer's weights
-# (``LayerNorm.feeding``) instead of applying them to the activations; False = apply them to
-# the activations, kept so the benchmark can time the alternative (benchmarks/jax_measure.py).
-FOLD_NORM_AFFINE = True
 
 
 class LayerNorm(nnx.Module):
@@ -89,12 +83,9 @@ class LayerNorm(nnx.Module):
         LN(x) @ W + c = x̂ @ (scale[:, None] * W) + (shift @ W + c). The (D, out) weight
         products are tiny next to the (B·N, D) activations, which then skip the per-channel
         multiply-add forward and backward, and the backward pass keeps x̂ alone instead of x̂
-        and LN(x): the train step's peak memory fell 11% (ViT-Ti/16 and S/16, batch 32; XLA
-        memory analysis), its speed moved within noise (benchmarks/RESULTS.md, "Levers").
-        Same function; rounding differs (~1e-6).
+        and LN(x), which lowers the train step's peak memory (README, "Performance"). Same
+        function; rounding differs (~1e-6).
         """
-        if not FOLD_NORM_AFFINE:
-            return self(x), kernel, bias
         # jnp, not the operators: parameters may be NumPy arrays (freshly loaded), and NumPy
         # would compute these products with other rounding than XLA.
         scale, shift, kernel = (jnp.asarray(a) for a in (self.scale[...], self.bias[...], kernel))

@@ -2,7 +2,7 @@
 
 A convolution with kernel = stride = patch and no padding is the same linear map as cutting the
 image into patches ("unfold"), flattening each patch in (row, col, channel) order and applying
-one shared matrix. Both spellings live here and the tests check they agree (seed 001).
+one shared matrix. Both spellings live here and the tests check they agree.
 """
 
 from __future__ import annotations
@@ -59,9 +59,8 @@ def conv_embed(images: Array, kernel: Array) -> Array:
 
     XLA:CPU differentiates the convolution into a dilated convolution plus two transposes of
     the image; the same gradients as matmuls (kernel: patchesᵀ @ dY; images: dY @ kernelᵀ,
-    unpatchified, and dropped by XLA when unused) made the patch embedding's forward + kernel
-    gradient 1.8x faster at ViT-Ti/16's shapes (19.1 -> 10.6 ms, batch 32 on our CPU), about 1%
-    of its train step (benchmarks/RESULTS.md, "Levers"). The forward stays a convolution,
+    unpatchified, and dropped by XLA when unused) run faster there (README, "Performance").
+    The forward stays a convolution,
     which XLA:CPU runs as fast as patchify + matmul. CPU only: elsewhere ``PatchEmbed`` lets
     the backend differentiate its own convolution.
     """

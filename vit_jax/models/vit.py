@@ -20,17 +20,10 @@ from vit_jax.models.patch_embed import METHODS, PatchEmbed, grid_size
 from vit_jax.models.posemb import PositionEmbedding
 from vit_jax.models.resample import DEFAULT_METHOD
 from vit_jax.sharding import constrain
+from vit_jax.sizes import as_pair
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    """7 -> (7, 7); (h, w) stays; anything else is a clear error."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
-    return pair  # type: ignore[return-value]
 
 
 class VisionTransformer(nnx.Module):

@@ -4,15 +4,13 @@
 
 A sweep config (``configs/sweeps/*.py``) returns ``base`` (a full experiment config) and
 ``points`` (flat deltas like ``{"model.patch_size": 8}``); ``runner`` trains every point in its
-own workdir (resumable, failures recorded), ``measure`` adds parameters / tokens / FLOPs /
-memory / throughput, ``report`` writes results.{json,csv,md} and plots. ``resolution`` is the
-special sweep that evaluates one checkpoint at other resolutions.
+own workdir: ``points`` (deltas, records, progress), ``grid`` (train, measure, evaluate each
+point) or ``resolution`` (one checkpoint at other resolutions), chosen by the config's ``kind``
+in ``runner``; ``measure`` adds parameters / tokens / FLOPs / memory / throughput, ``report``
+writes results.{json,csv,md} and plots.
 """
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import ml_collections as mlc
 from ml_collections.config_dict import placeholder
@@ -78,17 +76,6 @@ def _set_options(c: mlc.ConfigDict, options: dict) -> None:
         c[key] = value
 
 
-def load_config(path: str | Path, arg: str | None = None) -> mlc.ConfigDict:
-    """``get_config(arg)`` of an experiment config file, so sweeps reuse the shipped configs."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no config file {path}")
-    spec = importlib.util.spec_from_file_location(f"_vit_jax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 def flatten(tree, prefix: str = "") -> dict:
     """``{"optim": {"lr": 0.1}}`` (dict or ConfigDict) -> ``{"optim.lr": 0.1}``."""
     tree = tree.to_dict() if isinstance(tree, mlc.ConfigDict) else tree
@@ -101,13 +88,17 @@ def flatten(tree, prefix: str = "") -> dict:
     return out
 
 
-def __getattr__(name: str):  # the runner imports jax and the trainer: only when used
-    if name in ("expand_points", "point_name", "run_sweep"):
-        from vit_jax.sweep import runner
+def __getattr__(name: str):  # these import jax and the trainer: only when used
+    if name in ("expand_points", "point_name"):
+        from vit_jax.sweep import points
 
-        return getattr(runner, name)
+        return getattr(points, name)
+    if name == "run_sweep":
+        from vit_jax.sweep.runner import run_sweep
+
+        return run_sweep
     raise AttributeError(f"module 'vit_jax.sweep' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_PLOTS", "DEFAULT_TABLE", "expand_points", "flatten", "load_config",
-           "point_name", "resolution_sweep_config", "run_sweep", "sweep_config"]
+__all__ = ["DEFAULT_PLOTS", "DEFAULT_TABLE", "expand_points", "flatten", "point_name",
+           "resolution_sweep_config", "run_sweep", "sweep_config"]

@@ -52,7 +52,8 @@ def main(argv: list[str]) -> None:
         if _DRY_RUN.value:
             dry_run(_CONFIG.value)
             return
-        from vit_jax.sweep.runner import Preempted, run_sweep
+        from vit_jax.sweep.points import Preempted
+        from vit_jax.sweep.runner import run_sweep
 
         try:
             run_sweep(_CONFIG.value, _WORKDIR.value)

@@ -1,8 +1,8 @@
 """What a sweep point costs: parameters, tokens, FLOPs, memory and throughput of one config.
 
 Static numbers come from XLA compiling the real functions on abstract inputs (nothing is
-allocated): FLOPs from ``cost_analysis()`` of the forward pass on one image, peak memory from
-``memory_analysis()`` of the trainer's train step at the config's batch size. Throughput is timed
+allocated): FLOPs of the forward pass on one image, peak memory (``StepCost.peak_bytes``) of the
+trainer's train step at the config's batch size. Throughput is timed
 on the real jitted steps with a random batch, after a warm-up, so compile time and the input
 pipeline are excluded (the run's own steps*batch/train_seconds, which includes both, is reported
 next to it by the runner).
@@ -18,10 +18,10 @@ import ml_collections as mlc
 import numpy as np
 from flax import nnx
 
-from vit_jax import optim
+from vit_jax import train_state
 from vit_jax.config import build_model
 from vit_jax.models import count_params
-from vit_jax.train_step import make_train_step
+from vit_jax.train_state import step_cost
 
 MiB = 2**20
 
@@ -34,11 +34,6 @@ def _counting_config(config: mlc.ConfigDict) -> mlc.ConfigDict:
         if key in config.model:
             config.model[key] = value
     return config
-
-
-def _cost(compiled) -> dict:
-    cost = compiled.cost_analysis()
-    return (cost[0] if isinstance(cost, list | tuple) else cost) or {}
 
 
 def measure(config: mlc.ConfigDict, num_classes: int, image_shape: tuple[int, int, int], *,
@@ -54,7 +49,7 @@ def measure(config: mlc.ConfigDict, num_classes: int, image_shape: tuple[int, in
     out = dict(params=count_params(model), tokens=tokens,
                gflops=forward_flops(config, num_classes, image_shape) / 1e9)
     train_step, create = compile_train_step(config, num_classes, image_shape)
-    out["peak_memory_mib"] = peak_bytes(train_step) / MiB
+    out["peak_memory_mib"] = step_cost(train_step).peak_bytes / MiB
     if throughput_steps:
         out.update(throughput(config, num_classes, image_shape, train_step, create,
                               steps=throughput_steps))
@@ -67,44 +62,19 @@ def forward_flops(config: mlc.ConfigDict, num_classes: int, image_shape) -> floa
         lambda: build_model(_counting_config(config), num_classes)))
     image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))
-    return float(_cost(forward.lower(state, image).compile()).get("flops", np.nan))
-
-
-def _optimizer_parts(config: mlc.ConfigDict):
-    cfg = config.optim.to_dict()
-    cfg["total_steps"] = cfg.get("total_steps") or config.total_steps
-    return optim.build_tx(cfg), optim.build_schedule(cfg), cfg["grad_accum_steps"]
-
-
-def _abstract_batch(batch: int, image_shape, num_classes: int) -> dict:
-    return {"image": jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32),
-            "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
-            "labels": jax.ShapeDtypeStruct((batch, num_classes), jnp.float32)}
+    return step_cost(forward.lower(state, image).compile()).flops
 
 
 def compile_train_step(config: mlc.ConfigDict, num_classes: int, image_shape):
     """The trainer's train step (state donated) compiled on one device for the config's batch,
     from abstract inputs; also returns ``create()`` -> the concrete (model, optimizer)."""
-    tx, schedule, accum = _optimizer_parts(config)
-
-    def create():
-        model = build_model(config, num_classes)
-        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    graphdef, state = nnx.split(nnx.eval_shape(create))
-    step = jax.jit(make_train_step(graphdef, grad_accum_steps=accum, schedule=schedule),
+    create = train_state.config_state_factory(config, num_classes)
+    graphdef, state = train_state.abstract_state(create)
+    step = jax.jit(train_state.train_step(graphdef, train_state.optim_config(config)),
                    donate_argnums=0)
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    batch = _abstract_batch(config.batch_size, image_shape, num_classes)
+    batch = train_state.abstract_batch(config.batch_size, image_shape, num_classes)
     return step.lower(state, batch, rng).compile(), create
-
-
-def peak_bytes(compiled) -> int:
-    """XLA's buffer assignment: inputs + outputs - donated (the state is both) + temporaries
-    (activations kept for the backward pass, gradients, optimizer temporaries)."""
-    mem = compiled.memory_analysis()
-    return (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-            + mem.temp_size_in_bytes)
 
 
 def _time(fn, steps: int) -> float:
@@ -126,7 +96,6 @@ def throughput(config: mlc.ConfigDict, num_classes: int, image_shape, train_step
     def batch(n):
         labels = rng.integers(0, num_classes, n)
         return {"image": jnp.asarray(rng.uniform(-1, 1, (n, *image_shape)), jnp.float32),
-                "label": jnp.asarray(labels, jnp.int32),
                 "labels": jax.nn.one_hot(labels, num_classes)}
 
     train_batch, key = batch(config.batch_size), jax.random.PRNGKey(0)

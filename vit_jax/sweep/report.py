@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import ml_collections as mlc
 
+from vit_jax.paths import atomic_write
 from vit_jax.sweep import DEFAULT_PLOTS, DEFAULT_TABLE
 
 # (record key, markdown header, formatter); the CSV holds every key, the table these.
@@ -58,12 +60,6 @@ CSV_FIRST = ("index", "name", "status", "params", "tokens", "gflops", "peak_memo
 NOT_IN_CSV = ("delta", "config", "traceback")
 
 
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def delta_keys(records: Sequence[dict]) -> list[str]:
     keys: list[str] = []
     for r in records:
@@ -101,11 +97,11 @@ def write_data(records: Sequence[dict], sweep: mlc.ConfigDict, workdir: Path) ->
     atomic_write(workdir / "results.json", json.dumps(
         {"sweep": sweep.name, "points": list(records)}, indent=2, default=str))
     header, rows = csv_rows(records)
-    with open(workdir / "results.csv.tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (workdir / "results.csv.tmp").replace(workdir / "results.csv")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=header, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(workdir / "results.csv", text.getvalue())
 
 
 def write_reports(records: Sequence[dict], sweep: mlc.ConfigDict, workdir: Path, *,

@@ -15,30 +15,24 @@ over ``base`` for the fine-tune runs, e.g. the optimizer) and ``finetune_steps``
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
-import jax
 import ml_collections as mlc
 
 from vit_jax.config import validate
-from vit_jax.sweep import DEFAULT_TABLE, evals, flatten, report
-from vit_jax.sweep.runner import (
-    Point,
-    Preempted,
-    Progress,
-    config_fingerprint,
-    load_record,
-    preempted_record,
-    run_point,
-    save_record,
-)
-from vit_jax.train import log, train_and_evaluate
+from vit_jax.evaluators import ModelView
+from vit_jax.evaluators.classification import Classification
+from vit_jax.loading import load_model
+from vit_jax.logs import log
+from vit_jax.paths import absolute, atomic_write
+from vit_jax.sizes import as_pair
+from vit_jax.sweep import DEFAULT_TABLE, flatten, grid, report
+from vit_jax.sweep.points import Point, Preempted, Progress, attempt, make_point, run_or_reload
+from vit_jax.train import train_and_evaluate
 
 
 def base_resolution(config: mlc.ConfigDict) -> int:
-    size = config.model.image_size
-    return size if isinstance(size, int) else size[0]
+    return as_pair(config.model.image_size, "config.model.image_size")[0]
 
 
 def finetune_config(sweep: mlc.ConfigDict, res: int, method: str, init_from: str):
@@ -61,22 +55,18 @@ def _tokens(model) -> int | None:
     return grid[0] * grid[1] + model.num_prefix if grid is not None else None
 
 
-def run_resolution_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, init_from: str,
-                         res: int, method: str) -> dict:
-    from vit_jax.loading import load_model
+def run_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, init_from: str, res: int,
+              method: str) -> dict:
+    """Evaluates the checkpoint at ``res`` (positions resampled by ``method``), then after a
+    short fine-tune at ``res``; a failure comes back as the point's record."""
 
-    rec = {"index": point.index, "name": point.name, "delta": point.delta, "base": None,
-           "status": "running", "workdir": str(workdir), "resolution": res, "method": method}
-    t0 = time.time() - preempted_record(point, workdir).get("wall_seconds", 0.0)
-    try:
-        if point.config_error:
-            raise ValueError(point.config_error)
+    def body(rec: dict, earlier: dict) -> None:
         config = point.config
-        rec["config"] = config_fingerprint(config)
         info = validate(config)
         model = load_model(init_from, image_size=res, posemb_resample=method)
         rec["tokens"] = _tokens(model)
-        m = evals.evaluate(model, config.data, batch_size=config.eval_batch_size)
+        evaluate = Classification(config.data, batch_size=config.eval_batch_size)
+        m = evaluate(ModelView.of(model))
         rec.update(noft_accuracy=m["eval/accuracy"], noft_loss=m["eval/loss"])
         del model
         if sweep.finetune_steps:
@@ -86,69 +76,46 @@ def run_resolution_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, ini
             final = results["final"]
             rec.update(ft_accuracy=final["eval/accuracy"], ft_loss=final["eval/loss"],
                        ft_seconds=results.get("train_seconds"), num_classes=info.num_classes)
-        rec["status"] = "done"
-    except Preempted:
-        save_record({**rec, "status": "preempted", "wall_seconds": time.time() - t0}, workdir)
-        raise
-    except Exception as e:  # noqa: BLE001 -- one point's failure must not stop the sweep
-        import traceback
 
-        rec.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000],
-                   traceback="".join(traceback.format_exc().splitlines(True)[-12:]))
-    rec["wall_seconds"] = time.time() - t0
-    return rec
+    return attempt(point, workdir, body, resolution=res, method=method)
 
 
-def run_resolution_sweep(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
-    (workdir / "sweep_config.json").write_text(sweep.to_json_best_effort(indent=2))
+def run(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
+    """The base run (unless ``init_from`` is given), then every (resolution, method) point."""
     methods, resolutions = list(sweep.methods), list(sweep.resolutions)
     total = len(methods) * len(resolutions) + (0 if sweep.init_from else 1)
-    progress = Progress(sweep.name, total)
+    progress = Progress(sweep.name, total, log)
     records: list[dict] = []
-    index = 0
 
-    def finish(point, rec, reloaded):
-        progress.done(point, rec, reloaded=reloaded)
+    def finish(rec: dict) -> None:
         records.append(rec)
         write_reports(records, sweep, workdir, total)
 
-    init_from = str(Path(sweep.init_from).expanduser().absolute()) if sweep.init_from else None
+    init_from = str(absolute(sweep.init_from)) if sweep.init_from else None
     if not init_from:  # train the checkpoint first: an ordinary sweep point
-        index += 1
-        base = Point(index, "base", {}, None, copy.deepcopy(sweep.base))
+        base = Point(1, "base", {}, None, copy.deepcopy(sweep.base))
         pdir = workdir / "points" / "base"
-        rec = load_record(base, pdir)
-        reloaded = rec is not None
-        if rec is None:
-            progress.start(base)
-            rec = run_point(base, pdir, sweep)
-            save_record(rec, pdir)
-            jax.clear_caches()
-        finish(base, {**rec, "resolution": base_resolution(sweep.base)}, reloaded)
+        rec = run_or_reload(base, pdir, lambda: grid.run_point(base, pdir, sweep), progress)
+        finish({**rec, "resolution": base_resolution(sweep.base)})
         if rec["status"] != "done":
             log(f"[sweep {sweep.name}] the base run failed, nothing to evaluate: {rec['error']}")
             return records
         init_from = str(pdir)
+    index = len(records)
     for res in resolutions:
         for method in methods:
             index += 1
-            name = f"res={res},method={method}"
             delta = {"model.image_size": res, "model.posemb_resample": method}
+            name = f"res={res},method={method}"
             try:
-                point = Point(index, name, delta, None,
-                              finetune_config(sweep, res, method, init_from))
+                point = make_point(index, name, delta,
+                                   finetune_config(sweep, res, method, init_from))
             except (KeyError, AttributeError, TypeError, ValueError) as e:
                 point = Point(index, name, delta, None, None,
                               f"{type(e).__name__}: bad finetune delta: {e}")
-            pdir = workdir / "points" / name
-            rec = load_record(point, pdir)
-            reloaded = rec is not None
-            if rec is None:
-                progress.start(point)
-                rec = run_resolution_point(point, pdir, sweep, init_from, res, method)
-                save_record(rec, pdir)
-                jax.clear_caches()
-            finish(point, rec, reloaded)
+            pdir = workdir / "points" / point.name
+            finish(run_or_reload(point, pdir, lambda p=point, d=pdir, r=res, m=method: run_point(
+                p, d, sweep, init_from, r, m), progress))
     log(f"[sweep {sweep.name}] finished. Results: {workdir}/results.md")
     return records
 
@@ -225,4 +192,4 @@ def write_reports(records: list[dict], sweep: mlc.ConfigDict, workdir: Path, tot
         parts.append("")
     if plotted:
         parts.append("![accuracy_vs_resolution.png](accuracy_vs_resolution.png)")
-    report.atomic_write(workdir / "results.md", "\n".join(parts) + "\n")
+    atomic_write(workdir / "results.md", "\n".join(parts) + "\n")

@@ -17,9 +17,8 @@ Formats (``FORMATS``):
   a ``params/`` prefix is stripped (a training checkpoint's other state, e.g. ``opt/``, is not
   read). Export writes original-ViT names.
 - ``timm``: a timm ``vit_*`` state dict saved with safetensors (numpy only, no torch).
-- ``vit_jax``: ours, what ``convert`` writes: an ``.npz`` whose keys are our parameter names in
-  loop form (``encoder/blocks/0/attn/query/kernel``, float32) plus ``__vit_jax_config__``, a JSON
-  string holding the ``create_model`` keyword arguments (see ``build_model``).
+- ``vit_jax``: ours, what ``convert`` writes (``vit_jax.params.save_npz``): our parameter names
+  in loop form plus the architecture as JSON.
 
 Each format's parameter-name mapping is one table (``GOOGLE``, ``TIMM``) read by both import and
 export. Anything the table cannot place is an error naming the keys, never skipped.
@@ -47,12 +46,9 @@ Files that timm or Google wrote themselves have no such caveat: they import in t
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
-import stat
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,17 +56,17 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from vit_jax import params as params_lib
 from vit_jax import paths
-from vit_jax.models import create_model
 from vit_jax.models.patch_embed import grid_size
 from vit_jax.models.resample import check_method, resample_posemb
 from vit_jax.models.variants import SIZES, parse_variant
-from vit_jax.models.vit import VisionTransformer
+from vit_jax.sizes import as_pair
+from vit_jax.tree import flatten
 
 FORMATS = ("vit_jax", "google", "timm")
 EXTENSIONS = {"vit_jax": ".npz", "google": ".npz", "timm": ".safetensors"}
 GELU_FORMS = {"tanh": True, "exact": False}  # --gelu -> the model's ``gelu_approximate``
-CONFIG_KEY = "__vit_jax_config__"
 # How each peer resizes position embeddings when it loads at a new resolution; a converted
 # model keeps its family's method for dynamic resolution too (config ``posemb_resample``).
 FAMILY_RESAMPLE = {"google": "zoom", "timm": "bicubic_antialias"}
@@ -236,132 +232,6 @@ def _expand(rule: Rule, depth: int, dialect: str = "vit") -> list[tuple[tuple[st
 
 
 # ----------------------------------------------------------------------------------------------
-# Our side: flat parameter names, loading with checks, config.
-
-
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}{k}"
-        out.update(_flatten(v, name + "/") if isinstance(v, Mapping) else {name: v})
-    return out
-
-
-def _is_scan_name(name: str) -> bool:
-    return name.startswith("encoder/blocks/") and not name.split("/")[2].isdigit()
-
-
-def to_loop_names(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Scan-form names (``encoder/blocks/norm1/scale``, leading layer axis) -> one per layer."""
-    out = {}
-    for name, a in flat.items():
-        if _is_scan_name(name):
-            rest = name[len("encoder/blocks/"):]
-            out.update({f"encoder/blocks/{i}/{rest}": a[i] for i in range(a.shape[0])})
-        else:
-            out[name] = a
-    return out
-
-
-def to_scan_names(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Loop-form names -> scan form (blocks stacked on a leading axis)."""
-    out, per_layer = {}, {}
-    for name, a in flat.items():
-        m = re.match(r"encoder/blocks/(\d+)/(.*)", name)
-        if m:
-            per_layer.setdefault(m[2], {})[int(m[1])] = a
-        else:
-            out[name] = a
-    for rest, layers in per_layer.items():
-        out[f"encoder/blocks/{rest}"] = np.stack([layers[i] for i in sorted(layers)])
-    return out
-
-
-def flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
-    """The model's parameters as numpy arrays under loop-form names (scan models unstacked)."""
-    flat = _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    return to_loop_names({k: np.asarray(v) for k, v in flat.items()})
-
-
-def load_params_into(model: nnx.Module, params: Mapping) -> nnx.Module:
-    """Writes ``params`` (a pure dict, nested or flat by name, loop or scan form) into ``model``.
-
-    Every parameter must be present with the model's shape; otherwise one error lists each
-    missing, unexpected and mis-shaped name (expected vs got). Returns the model.
-    """
-    state, pure = _fit(model, params)
-    nnx.replace_by_pure_dict(state, pure)
-    nnx.update(model, state)
-    return model
-
-
-def _fit(model: nnx.Module, params: Mapping) -> tuple[nnx.State, dict]:
-    """(the model's param state, ``params`` as a pure dict in its structure), or the error.
-    Works on abstract models too (``nnx.eval_shape``), to check a file without building it."""
-    state = nnx.state(model, nnx.Param)
-    pure = nnx.to_pure_dict(state)
-    expected = _flatten(pure)
-    given = _flatten(params) if any(isinstance(v, Mapping) for v in params.values()) else params
-    scan = any(_is_scan_name(n) for n in expected)
-    given = to_scan_names(to_loop_names(given)) if scan else to_loop_names(given)
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    bad = [f"{n}: expected {tuple(expected[n].shape)}, got {tuple(np.shape(given[n]))}"
-           for n in sorted(set(expected) & set(given))
-           if tuple(expected[n].shape) != tuple(np.shape(given[n]))]
-    if missing or unexpected or bad:
-        raise ValueError("parameters do not fit the model:"
-                         + _listing("missing", missing) + _listing("unexpected", unexpected)
-                         + _listing("wrong shape", bad))
-
-    def fill(tree: Mapping, prefix: str = "") -> dict:
-        return {k: fill(v, f"{prefix}{k}/") if isinstance(v, Mapping)
-                else np.asarray(given[f"{prefix}{k}"], v.dtype) for k, v in tree.items()}
-
-    return state, fill(pure)
-
-
-def _listing(title: str, names: list[str]) -> str:
-    return f"\n  {title} ({len(names)}): " + ", ".join(names) if names else ""
-
-
-def model_config(model: nnx.Module) -> dict:
-    """The ``create_model`` arguments that rebuild ``model``'s architecture (not its training
-    options such as dropout); ``layerscale`` only marks presence, values come with the params."""
-    p = flat_params(model)
-    width, depth = p["patch_embed/kernel"].shape[-1], model.encoder.depth
-    mlp_dim = p["encoder/blocks/0/mlp/fc1/kernel"].shape[1]
-    heads = p["encoder/blocks/0/attn/query/kernel"].shape[1]
-    return dict(
-        variant=_variant_name(width, depth, mlp_dim, heads, model.patch_size),
-        num_classes=p["head/kernel"].shape[1] if "head/kernel" in p else None,
-        image_size=list(model.image_size), patch_size=list(model.patch_size),
-        in_channels=model.in_channels, width=width, depth=depth, mlp_dim=mlp_dim, num_heads=heads,
-        posemb=model.posemb.kind, posemb_includes_prefix=model.posemb.includes_prefix,
-        posemb_resample=model.posemb.resample_method, class_token="cls_token" in p,
-        num_registers=p["reg_tokens"].shape[1] if "reg_tokens" in p else 0, pool=model.pool,
-        layerscale=1e-5 if "encoder/blocks/0/ls1/gamma" in p else None,
-        qk_norm="encoder/blocks/0/attn/q_norm/scale" in p,
-        representation_size=p["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in p else None,
-        gelu_approximate=model.gelu_approximate,
-    )
-
-
-def _variant_name(width, depth, mlp_dim, heads, patch) -> str | None:
-    for name, size in SIZES.items():
-        if tuple(size) == (width, depth, mlp_dim, heads):
-            ph, pw = patch
-            return f"{name}/{ph}" if ph == pw else f"{name}/{ph}x{pw}"
-    return None
-
-
-def build_model(config: Mapping, **runtime) -> nnx.Module:
-    """A model with ``config``'s architecture; ``runtime`` adds options like ``scan=True``."""
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    return create_model(kw.pop("variant") or "mu", **kw, **runtime)
-
-
-# ----------------------------------------------------------------------------------------------
 # Files.
 
 
@@ -396,14 +266,15 @@ def read_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if kind == ".npz":
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        meta = {CONFIG_KEY: str(arrays.pop(CONFIG_KEY))} if CONFIG_KEY in arrays else {}
+        key = params_lib.CONFIG_KEY
+        meta = {key: str(arrays.pop(key))} if key in arrays else {}
         return arrays, meta
     raise ValueError(f"{path}: unknown checkpoint file type {path.name!r}; use .npz (Google or "
                      "vit_jax) or .safetensors (timm), or a training workdir")
 
 
 def detect_format(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> str:
-    if CONFIG_KEY in meta and meta.get("format") != "timm":
+    if params_lib.CONFIG_KEY in meta and meta.get("format") != "timm":
         return "vit_jax"
     names = list(arrays)
     if any(n.startswith(("blocks.", "patch_embed.")) for n in names):
@@ -412,46 +283,6 @@ def detect_format(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> 
         return "google"
     raise ValueError(f"cannot tell the checkpoint format from its keys (first: {names[:5]}); "
                      f"expected Google ViT/big_vision, timm, or vit_jax names")
-
-
-def save_converted(path: str | Path, config: Mapping, params: Mapping[str, np.ndarray]) -> Path:
-    """Writes our format: loop-form names -> float32 arrays, plus the config as JSON."""
-    path = _output(path)
-    arrays = {k: np.asarray(v, np.float32) for k, v in to_loop_names(params).items()}
-    with path.open("wb") as f:
-        np.savez(f, **arrays, **{CONFIG_KEY: np.array(json.dumps(dict(config)))})
-    return path
-
-
-def _output(path: str | Path) -> Path:
-    """The absolute path to write, its directory created (with the umask's permissions)."""
-    path = paths.absolute(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _write_like_open(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(path)``, leaving the file the mode a plain ``open(path, 'wb')`` would: the umask's
-    for a new file, its own for an existing one (safetensors' writer makes every file 0600)."""
-    with path.open("ab"):  # creates it as open() does; an existing file keeps its mode
-        pass
-    mode = stat.S_IMODE(path.stat().st_mode)
-    write(path)
-    path.chmod(mode)
-
-
-def read_converted(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
-    arrays, meta = read_file(path)
-    if CONFIG_KEY not in meta:
-        raise ValueError(f"{path} is not a vit_jax checkpoint (no {CONFIG_KEY}); convert it with "
-                         f"python -m vit_jax.convert --input={path} --output=DIR")
-    return json.loads(meta[CONFIG_KEY]), arrays
-
-
-def load_converted(path: str | Path, **runtime) -> nnx.Module:
-    """The model stored by ``save_converted`` (``runtime``: e.g. ``scan=True``)."""
-    config, params = read_converted(path)
-    return load_params_into(build_model(config, **runtime), params)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,11 +371,12 @@ def infer_config(arrays: Mapping[str, np.ndarray], fmt: str, dialect: str = "vit
     else:
         if image_size is None:
             raise ValueError("pass image_size: the checkpoint has no position table to infer it")
-        grid, includes = grid_size(_pair(image_size), (ph, pw)), True
-    target = _pair(image_size) if image_size is not None else (grid[0] * ph, grid[1] * pw)
+        grid, includes = grid_size(as_pair(image_size, "image_size"), (ph, pw)), True
+    target = (as_pair(image_size, "image_size") if image_size is not None
+              else (grid[0] * ph, grid[1] * pw))
     head, pre = view("head/kernel"), view("pre_logits/kernel")
     config = dict(
-        variant=_variant_name(width, depth, mlp_dim, heads, (ph, pw)),
+        variant=params_lib.variant_name(width, depth, mlp_dim, heads, (ph, pw)),
         num_classes=head.shape[1] if head is not None else None,
         image_size=list(target), patch_size=[ph, pw], in_channels=channels, width=width,
         depth=depth, mlp_dim=mlp_dim, num_heads=heads, posemb=posemb or "learn",
@@ -561,10 +393,6 @@ def infer_config(arrays: Mapping[str, np.ndarray], fmt: str, dialect: str = "vit
                           else known.get("gelu_approximate", fmt == "google")),
     )
     return config, grid
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if np.ndim(v) == 0 else tuple(int(x) for x in v)
 
 
 def _infer_heads(view, width, depth, mlp_dim, variant, num_heads, known) -> int:
@@ -597,7 +425,7 @@ def _check_variant(variant: str, found: dict) -> None:
 def _posemb_grid(length: int, prefix: int, patch, image_size) -> tuple[tuple[int, int], bool]:
     """(checkpoint grid, table includes the prefix rows) from the table's length."""
     if image_size is not None:
-        gh, gw = grid_size(_pair(image_size), patch)
+        gh, gw = grid_size(as_pair(image_size, "image_size"), patch)
         for includes in (True, False):
             if length == gh * gw + (prefix if includes else 0):
                 return (gh, gw), includes
@@ -615,8 +443,8 @@ def _posemb_grid(length: int, prefix: int, patch, image_size) -> tuple[tuple[int
 def import_params(arrays: Mapping[str, np.ndarray], fmt: str, config: Mapping,
                   dialect: str = "vit") -> dict[str, np.ndarray]:
     """Their arrays -> our loop-form names for the architecture ``config`` describes."""
-    model = nnx.eval_shape(lambda: build_model(config))
-    expected = _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    model = nnx.eval_shape(lambda: params_lib.build_architecture(config))
+    expected = flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     ours, used, missing = {}, set(), []
     for rule in TABLES[fmt]:
         for names, theirs in _expand(rule, config["depth"], dialect):
@@ -635,12 +463,13 @@ def import_params(arrays: Mapping[str, np.ndarray], fmt: str, config: Mapping,
         hints = sorted({f"{key}: {why}" for key in unknown
                         for pat, why in _TIMM_UNSUPPORTED.items() if pat in key})
         raise ValueError(f"{fmt} checkpoint does not fit the inferred architecture "
-                         f"{_brief(config)}:" + _listing("missing", missing)
-                         + _listing("unknown", unknown) + _listing("unsupported", hints))
+                         f"{brief(config)}:" + params_lib.listing("missing", missing)
+                         + params_lib.listing("unknown", unknown)
+                         + params_lib.listing("unsupported", hints))
     return ours
 
 
-def _brief(config: Mapping) -> str:
+def brief(config: Mapping) -> str:
     keys = ("width", "depth", "num_heads", "patch_size", "class_token", "pool", "posemb")
     return "(" + ", ".join(f"{k}={config[k]}" for k in keys) + ")"
 
@@ -658,11 +487,11 @@ def import_checkpoint(path: str | Path, *, resample: str | None = None,
         if given:
             raise ValueError(f"{path} is already a vit_jax checkpoint; {given} apply to Google "
                              "and timm inputs only")
-        return read_converted(path)
+        return params_lib.read_npz(path)
     dialect = "vit"
     if fmt == "google":
         arrays, dialect = _google_prepare(arrays)
-    known = json.loads(meta[CONFIG_KEY]) if CONFIG_KEY in meta else None
+    known = json.loads(meta[params_lib.CONFIG_KEY]) if params_lib.CONFIG_KEY in meta else None
     config, grid = infer_config(arrays, fmt, dialect, known=known, **overrides)
     params = import_params(arrays, fmt, config, dialect)
     new_grid = grid_size(tuple(config["image_size"]), tuple(config["patch_size"]))
@@ -683,7 +512,7 @@ def import_checkpoint(path: str | Path, *, resample: str | None = None,
 def export_params(params: Mapping[str, np.ndarray], fmt: str,
                   dialect: str = "vit") -> dict[str, np.ndarray]:
     """Our flat params -> their names and layouts; our names no rule covers are an error."""
-    params = {k: np.asarray(v) for k, v in to_loop_names(params).items()}
+    params = {k: np.asarray(v) for k, v in params_lib.to_loop_names(params).items()}
     depth = len({n.split("/")[2] for n in params if n.startswith("encoder/blocks/")})
     out, covered = {}, set()
     for rule in TABLES[fmt]:
@@ -704,7 +533,7 @@ def export_params(params: Mapping[str, np.ndarray], fmt: str,
 
 def export_google(model: nnx.Module, dialect: str = "vit") -> dict[str, np.ndarray]:
     """Google names (``dialect`` 'vit' = original ViT, or 'big_vision'), layouts adjusted."""
-    cfg, params = model_config(model), flat_params(model)
+    cfg, params = params_lib.architecture(model), params_lib.flat_params(model)
     if cfg["num_registers"] or cfg["qk_norm"] or cfg["layerscale"]:
         raise ValueError("Google ViT checkpoints have no register tokens, qk-norm or layerscale")
     if cfg["class_token"] and cfg["pool"] != "cls":
@@ -724,7 +553,7 @@ def export_google(model: nnx.Module, dialect: str = "vit") -> dict[str, np.ndarr
 
 def export_timm(model: nnx.Module) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(timm state dict as numpy, safetensors metadata with the timm model arguments)."""
-    cfg = model_config(model)
+    cfg = params_lib.architecture(model)
     # pool='gap' is timm's global_pool='avg' with fc_norm=False (both skip the prefix tokens).
     timm_args = dict(
         img_size=cfg["image_size"], patch_size=cfg["patch_size"], in_chans=cfg["in_channels"],
@@ -735,13 +564,14 @@ def export_timm(model: nnx.Module) -> tuple[dict[str, np.ndarray], dict[str, str
         fc_norm=False, qk_norm=cfg["qk_norm"], init_values=cfg["layerscale"],
         num_classes=cfg["num_classes"] or 0, pos_embed="learn" if cfg["posemb"] == "learn"
         else "none")
-    meta = {"format": "timm", "timm_args": json.dumps(timm_args), CONFIG_KEY: json.dumps(cfg)}
-    return export_params(flat_params(model), "timm"), meta
+    meta = {"format": "timm", "timm_args": json.dumps(timm_args),
+            params_lib.CONFIG_KEY: json.dumps(cfg)}
+    return export_params(params_lib.flat_params(model), "timm"), meta
 
 
 def save_google_npz(model: nnx.Module, path: str | Path, dialect: str = "vit") -> Path:
     """Google's names only (no config key: Google's loaders must read the file as theirs)."""
-    path = _output(path)
+    path = paths.output_file(path)
     with path.open("wb") as f:
         np.savez(f, **export_google(model, dialect))
     return path
@@ -751,114 +581,6 @@ def save_timm_safetensors(model: nnx.Module, path: str | Path) -> Path:
     from safetensors.numpy import save_file
 
     arrays, meta = export_timm(model)
-    path = _output(path)
-    _write_like_open(path, lambda p: save_file(arrays, str(p), metadata=meta))
+    path = paths.output_file(path)
+    paths.write_like_open(path, lambda p: save_file(arrays, str(p), metadata=meta))
     return path
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line.
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vit_jax.convert", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True,
-                   help="Google .npz, timm .safetensors, ours (.npz, or the directory convert "
-                        "wrote it to), or a training workdir / checkpoints/<step> directory")
-    p.add_argument("--output", required=True, help="a file, or a directory (-> DIR/model.*)")
-    p.add_argument("--to", choices=FORMATS, default="vit_jax", help="output format")
-    p.add_argument("--step", type=int, help="a training workdir's step (default: the latest)")
-    p.add_argument("--variant", help="e.g. B/16: supplies what shapes cannot (timm head count)")
-    p.add_argument("--num_heads", type=int)
-    p.add_argument("--image_size", help="build for this size (H or H,W); resamples positions")
-    p.add_argument("--resample", help="position resampling method for a new image_size")
-    p.add_argument("--pool", help="override the inferred pooling (cls, gap, map, none)")
-    p.add_argument("--posemb", help="for files without a learned table: sincos2d or none")
-    p.add_argument("--gelu", choices=sorted(GELU_FORMS),
-                   help="the GELU a Google/timm file's model used (default: its family's, "
-                        "Google tanh, timm exact); exact brings back bit-exactly a model of "
-                        "ours exported to Google")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        config, params, source = _read_input(args)
-        out = _output_path(args.output, args.to)
-        _write(out, args.to, config, params)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    gelu = "tanh" if config.get("gelu_approximate") else "exact"
-    print(f"wrote {out} ({args.to}; {_brief(config)}, {sum(v.size for v in params.values()):,} "
-          f"parameters, image_size {config['image_size']}, {gelu} GELU) from {source}")
-    return 0
-
-
-def _read_input(args: argparse.Namespace) -> tuple[dict, dict[str, np.ndarray], str]:
-    """(config, loop-form params, what was read) of ``--input``: a file, the directory convert
-    wrote or a training run."""
-    from vit_jax import loading  # loading imports this module
-
-    path = loading.resolve(args.input)
-    options = _import_options(args)
-    if not path.is_dir():
-        if args.step is not None:
-            raise ValueError(f"--step applies to training workdirs, not to {args.input}")
-        return *import_checkpoint(path, **options), str(path)
-    if options:
-        flags = ", ".join(f"--{_FLAGS.get(k, k)}" for k in sorted(options))
-        raise ValueError(f"{flags} apply to Google and timm files; {args.input} is a training "
-                         "run, whose checkpoint records its architecture")
-    _, step = loading.checkpoint_location(path, args.step)
-    model = loading.load_model(path, step=step, verbose=False)
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"{args.input} holds a {type(model).__name__}; only ViTs convert")
-    return model_config(model), flat_params(model), f"{path} step {step}"
-
-
-_FLAGS = {"gelu_approximate": "gelu"}  # import options named differently on the command line
-
-
-def _import_options(args: argparse.Namespace) -> dict:
-    """The options given for reading a Google/timm file, as ``import_checkpoint`` keywords."""
-    image_size = None
-    if args.image_size is not None:
-        try:
-            image_size = [int(v) for v in args.image_size.split(",")]
-        except ValueError:
-            raise ValueError(f"--image_size={args.image_size}: expected H or H,W") from None
-        image_size = image_size[0] if len(image_size) == 1 else image_size
-    options = dict(resample=args.resample, variant=args.variant, num_heads=args.num_heads,
-                   image_size=image_size, pool=args.pool, posemb=args.posemb,
-                   gelu_approximate=GELU_FORMS.get(args.gelu))
-    return {k: v for k, v in options.items() if v is not None}
-
-
-def _output_path(output: str, fmt: str) -> Path:
-    """``--output`` as the file to write: a name with ``fmt``'s extension, or DIR/model.ext."""
-    ext, suffix = EXTENSIONS[fmt], Path(output).suffix  # the name as given, before symlinks
-    if suffix in EXTENSIONS.values() and suffix != ext:
-        raise ValueError(f"--output={output} names a {suffix} file but --to={fmt} writes {ext}: "
-                         f"name a {ext} file or a directory")
-    out = paths.absolute(output)
-    return out if suffix == ext else out / f"model{ext}"
-
-
-def _write(out: Path, fmt: str, config: Mapping, params: Mapping[str, np.ndarray]) -> None:
-    if fmt == "vit_jax":
-        _fit(nnx.eval_shape(lambda: build_model(config)), params)  # checks, no memory
-        save_converted(out, config, params)
-        return
-    model = load_params_into(build_model(config), params)
-    if fmt == "google" and not config.get("gelu_approximate"):
-        print("note: this model uses the exact GELU; Google's code computes the tanh form "
-              "(logits differ by ~1e-4). Re-import the file with --gelu=exact to get this "
-              "model back exactly.", file=sys.stderr)
-    (save_timm_safetensors if fmt == "timm" else save_google_npz)(model, out)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

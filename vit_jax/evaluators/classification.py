@@ -1,0 +1,59 @@
+"""Top-1 accuracy and cross-entropy over a whole split (every example once, padding masked)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections as mlc
+
+from vit_jax import data, metrics
+from vit_jax.evaluators.view import ModelView
+
+
+class Classification:
+    """Built once per run (the split is opened and probed once); called with the current model.
+
+    ``split`` defaults to the data config's ``eval_split``; ``batch_size`` is global (divided
+    among the processes, each of which evaluates its own shard).
+    """
+
+    def __init__(self, data_config: Any, *, batch_size: int, split: str | None = None,
+                 prefix: str = "eval/"):
+        cfg = data.resolve(data_config)
+        if split:
+            cfg = dataclasses.replace(cfg, eval_split=split)
+        self.prefix = prefix
+        self._batches = data.build_eval_iterator(
+            cfg, batch_size=batch_size // jax.process_count(),
+            process_index=jax.process_index(), process_count=jax.process_count())
+        self._start = self._batches.get_state()
+        self._jitted: tuple[Any, Any] | None = None  # (the view's key, its jitted step)
+
+    def __call__(self, view: ModelView) -> dict[str, float]:
+        step = self._step(view)
+        self._batches.set_state(self._start)  # a new pass from the first batch
+        total = None
+        # The generator keeps no host batch alive after its step, so close() can free them.
+        for out in (step(view.state, view.put(b)) for b in self._batches):
+            total = out if total is None else total.merge(out)
+        self._batches.close()
+        return metrics.compute_eval_metrics(total, prefix=self.prefix)
+
+    def _step(self, view: ModelView):
+        if self._jitted is None or self._jitted[0] != view.key:
+            def batch_metrics(state, batch):
+                logits = view.model(state)(batch["image"], train=False)
+                return metrics.eval_batch_metrics(logits, batch["labels"], batch.get("mask"))
+
+            self._jitted = (view.key, view.jit(batch_metrics))
+        return self._jitted[1]
+
+
+def from_config(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> Classification:
+    """The evaluator ``config.evals.<name>`` describes (defaults: the run's eval split and
+    eval batch size); its metrics are named ``<name>/accuracy`` and ``<name>/loss``."""
+    return Classification(config.data, batch_size=section.get("batch_size") or
+                          config.eval_batch_size, split=section.get("split"),
+                          prefix=f"{name}/")

@@ -1,0 +1,106 @@
+"""The one builder of what a train step needs, and XLA's account of the compiled step.
+
+Training, the planner, the sweep measurements and the benchmarks all build the same thing: a
+``(model, nnx.Optimizer)`` pair (concrete, sharded or abstract), the pure train step over its
+split state, and, compiled, its FLOPs and memory. They build it here, so they cannot disagree
+on the optimizer (``optim_config``: ``optim.total_steps`` defaults to the run's length) or on
+what "peak memory" means (``StepCost.peak_bytes``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+from flax import nnx
+
+from vit_jax import optim
+from vit_jax.train_step import make_train_step
+
+
+def optim_config(config: mlc.ConfigDict) -> dict:
+    """The optimizer section of a run config, with ``total_steps`` defaulting to the run's."""
+    cfg = config.optim.to_dict()
+    cfg["total_steps"] = cfg.get("total_steps") or config.total_steps
+    return cfg
+
+
+def state_factory(model_fn: Callable[[], nnx.Module],
+                  optim_cfg: Mapping[str, Any]) -> Callable[[], tuple[nnx.Module, nnx.Optimizer]]:
+    """``create() -> (model, optimizer)``: what ``nnx.eval_shape`` (abstract state), the sharded
+    initialiser (``sharding.create_sharded_state``) or a plain call builds."""
+    tx = optim.build_tx(optim_cfg)
+
+    def create():
+        model = model_fn()
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    return create
+
+
+def config_state_factory(config: mlc.ConfigDict, num_classes: int):
+    """``state_factory`` for the model and optimizer a run config describes."""
+    from vit_jax.config import build_model
+
+    return state_factory(lambda: build_model(config, num_classes), optim_config(config))
+
+
+def abstract_state(create: Callable[[], Any]) -> tuple[Any, Any]:
+    """(graphdef, state of ShapeDtypeStructs): shapes only, no parameter memory."""
+    return nnx.split(nnx.eval_shape(create))
+
+
+def train_step(graphdef: Any, optim_cfg: Mapping[str, Any]) -> Callable:
+    """The pure train step for a state split from ``state_factory``'s pair (with the
+    learning-rate schedule it logs and the gradient accumulation the config asks for)."""
+    return make_train_step(graphdef, schedule=optim.build_schedule(optim_cfg),
+                           grad_accum_steps=optim.resolve(optim_cfg)["grad_accum_steps"])
+
+
+def abstract_batch(batch: int, image_shape: tuple[int, ...], num_classes: int,
+                   sharding: Any = None) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes of what the train step reads from a batch (the pipeline's batches also hold
+    the integer ``label``, which jit drops as unused)."""
+    def spec(shape):
+        return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
+
+    return {"image": spec((batch, *image_shape)), "labels": spec((batch, num_classes))}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+    """XLA's cost and memory analysis of one compiled program, per device.
+
+    ``peak_bytes`` is the one definition of peak memory in this project: what the buffers of
+    one call hold at once, arguments + outputs - aliased (donated) + temporaries (activations
+    kept for the backward pass, gradients, optimizer scratch). The compiled code itself
+    (``code_bytes``) is reported apart: on XLA:CPU it is host memory, on GPU/TPU a few MB.
+    """
+
+    flops: float
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    code_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+
+
+def step_cost(compiled: Any) -> StepCost:
+    """``StepCost`` of a ``jax.stages.Compiled``."""
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, list | tuple) else cost) or {}
+    mem = compiled.memory_analysis()
+    return StepCost(flops=float(cost.get("flops", 0.0)),
+                    argument_bytes=mem.argument_size_in_bytes,
+                    output_bytes=mem.output_size_in_bytes,
+                    alias_bytes=mem.alias_size_in_bytes,
+                    temp_bytes=mem.temp_size_in_bytes,
+                    code_bytes=mem.generated_code_size_in_bytes)
