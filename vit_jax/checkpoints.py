@@ -26,13 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from vit_jax import integrity
 from vit_jax.logs import drop_messages
 from vit_jax.paths import absolute
+from vit_jax.tree import path_names
 
 _CKPT_SUBDIR = "checkpoints"
 
@@ -41,6 +44,11 @@ _CKPT_SUBDIR = "checkpoints"
 # evals have none by design), and on every read-only manager (ours, to read without cleaning).
 drop_messages("did not provide metrics", "read_only=True, setting save_interval_steps",
               "Given directory is read only")
+# A failed asynchronous save makes Orbax's threads log every exception they saw (hundreds of
+# lines) before the error reaches the run, which reports it in one line (CheckpointSaveError).
+drop_messages("raised an exception", "Task exception was never retrieved",
+              "Event loop is closed")
+drop_messages("Task exception was never retrieved", "Event loop is closed", logger="asyncio")
 
 
 @dataclasses.dataclass
@@ -51,6 +59,24 @@ class Restored:
     rng: Any
     data_state: dict[str, Any] | None
     config: dict[str, Any] | None
+    skipped: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (step, why)
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint step's files are not as they were written (or none is usable)."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full)."""
+
+
+def _non_finite(model: Any) -> str | None:
+    """Why ``model``'s parameters cannot be trained on (a NaN or inf), or None."""
+    for path, x in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(
+            nnx.state(model, nnx.Param))):
+        if not bool(jnp.isfinite(x).all()):
+            return f"parameter {'/'.join(path_names(path))} holds NaN or inf"
+    return None
 
 
 def _pure(obj: Any) -> dict[str, Any]:
@@ -114,12 +140,14 @@ class Checkpointer:
         best_metric: str = "eval/accuracy",
         best_mode: str = "max",
         async_save: bool = True,
+        verify: bool = True,
     ):
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
         if keep < 1:
             raise ValueError(f"keep must be >= 1 (the latest step is needed to resume), got {keep}")
-        self.best_metric = best_metric
+        self.best_metric, self.async_save, self.verify_steps = best_metric, async_save, verify
+        self._sealing: int | None = None  # the step being saved, for ``_seal``
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep)]
         best_fn = None
         if keep_best:
@@ -138,7 +166,10 @@ class Checkpointer:
             best_fn=best_fn,
             best_mode=best_mode,
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=async_save,
+            # Always Orbax's async path (``async_save=False`` waits for each save): its
+            # post-finalization hook is where a step is sealed (``vit_jax.integrity``).
+            enable_async_checkpointing=True,
+            async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
             cleanup_tmp_directories=True,  # Remove leftovers of interrupted saves.
             create=True,
         )
@@ -198,10 +229,40 @@ class Checkpointer:
             data=ocp.args.JsonSave(dict(data_state or {})),
             config=ocp.args.JsonSave(_config_json(config)),
         )
+        # Orbax finishes the previous save before starting this one anyway; doing it first
+        # keeps ``_sealing`` naming the step whose hook runs.
+        self._mngr.wait_until_finished()
+        self._sealing = step
         saved = self._mngr.save(step, args=args, metrics=tracked, force=True)
-        if wait:
-            self._mngr.wait_until_finished()
+        if wait or not self.async_save:
+            self.wait_until_finished()
         return saved
+
+    def _seal(self) -> None:
+        """Orbax's post-finalization hook (process 0, every process's files written, the step
+        not yet renamed into place): records the step's files inside it."""
+        found = sorted(Path(self.directory).glob(f"{self._sealing}.orbax-checkpoint-tmp*"))
+        if len(found) != 1:
+            raise RuntimeError(f"cannot find the temporary directory of step {self._sealing} "
+                               f"in {self.directory} (found {[p.name for p in found]})")
+        integrity.seal(found[0])
+
+    def check_for_errors(self) -> None:
+        """Raises ``CheckpointSaveError`` (one line: the step, the path and the cause) if the
+        last asynchronous save failed, e.g. on a full disk."""
+        try:
+            self._mngr.check_for_errors()
+        except Exception as e:  # noqa: BLE001 -- whatever Orbax raised, say it plainly
+            raise CheckpointSaveError(self._save_failure(e)) from None
+
+    def _save_failure(self, error: BaseException) -> str:
+        cause = error
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        return (f"could not save the checkpoint of step {self._sealing} to {self.directory}: "
+                f"{type(cause).__name__}: {first}; the earlier checkpoints are intact (free "
+                "space or fix the path, then rerun to resume)")
 
     # ------------------------------------------------------------------ restore
 
@@ -231,14 +292,37 @@ class Checkpointer:
             config=out["config"] or None,
         )
 
+    def verify(self, step: int) -> str | None:
+        """None when ``step``'s files are as they were written; else why not (one line)."""
+        return integrity.check(Path(self.directory) / str(step)) if self.verify_steps else None
+
     def restore_latest(
         self, *, model: Any, optimizer: Any, rng: jax.Array | None = None
     ) -> Restored | None:
-        """Resumes from the newest complete step; None when the workdir has no checkpoint."""
-        step = self.latest_step()
-        if step is None:
+        """Resumes from the newest step that verifies and restores finite; None when the
+        workdir has no checkpoint. Steps passed over are in ``Restored.skipped`` with why;
+        when none is usable, ``CheckpointCorruptError`` lists every step and why.
+
+        A step that verifies but does not restore is not damaged: its error (another model or
+        optimizer than the one given) is raised as it is.
+        """
+        skipped: list[tuple[int, str]] = []
+        for step in reversed(self.all_steps()):
+            reason = self.verify(step)
+            if reason is None:
+                restored = self.restore(step, model=model, optimizer=optimizer, rng=rng)
+                reason = _non_finite(model)
+                if reason is None:
+                    restored.skipped = skipped
+                    return restored
+            skipped.append((step, reason))
+        if not skipped:
             return None
-        return self.restore(step, model=model, optimizer=optimizer, rng=rng)
+        listing = "; ".join(f"step {s}: {why}" for s, why in skipped)
+        raise CheckpointCorruptError(
+            f"no usable checkpoint in {self.directory}: {listing}. Move the workdir aside to "
+            "start over, or --config.checkpoint.verify=False to use a step whose integrity "
+            "record is missing")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -330,14 +414,22 @@ def read_config(path: str | Path, step: int | None = None) -> dict[str, Any]:
     return out["config"] or {}
 
 
-def read_model(path: str | Path, step: int | None = None) -> tuple[dict, dict, str]:
+def read_model(path: str | Path, step: int | None = None, *,
+               verify: bool = True) -> tuple[dict, dict, str]:
     """(the model state as a nested dict of arrays, the saved config, a description) of a
-    step, without the optimizer state.
+    step, without the optimizer state; ``verify`` checks the step's files first
+    (``CheckpointCorruptError`` naming the damage and the other steps).
 
     The arrays land on this process's first device whatever mesh wrote them: the restore
     target comes from the saved array metadata, so no model needs building first.
     """
     directory, step = locate(path, step)
+    reason = integrity.check(directory / str(step)) if verify else None
+    if reason is not None:
+        others = [s for s in complete_steps(directory) if s != step]
+        raise CheckpointCorruptError(
+            f"{directory / str(step)} is damaged: {reason}. Other steps there: {others} "
+            "(load one with step=N), or pass verify=False to read it anyway")
     meta = ocp.StandardCheckpointHandler().metadata(directory / str(step) / "model")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),

@@ -34,8 +34,9 @@ def base_config() -> mlc.ConfigDict:
     c.evals = evaluators.default_evals()  # name -> evaluator section (vit_jax/evaluators/)
     c.log_every_steps = 20
     c.checkpoint_every_steps = 200
+    # verify: check each step's files against its integrity record before restoring it.
     c.checkpoint = mlc.ConfigDict(dict(keep=3, keep_best=True, best_metric="eval/accuracy",
-                                       async_save=True))
+                                       async_save=True, verify=True))
     c.eval_batch_size = 256  # the default of every evaluator's batch_size
     # Device mesh (vit_jax/sharding.py): one axis may be -1 to take the remaining devices.
     c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

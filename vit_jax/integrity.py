@@ -16,10 +16,15 @@ from pathlib import Path
 
 RECORD = "vit_jax_digest.json"
 FORMAT = 1
+# Orbax rewrites its step metadata (the commit time) and writes a marker when it renames the
+# step into place, after the record: only required to be readable JSON.
+FINALIZED_LATER = ("_CHECKPOINT_METADATA", "commit_success.txt")
 
 
 def _files(step_dir: Path) -> list[Path]:
-    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != RECORD)
+    later = {step_dir / name for name in FINALIZED_LATER}
+    return sorted(p for p in step_dir.rglob("*")
+                  if p.is_file() and p.name != RECORD and p not in later)
 
 
 def _sha256(path: Path) -> str:
@@ -47,6 +52,11 @@ def check(step_dir: Path) -> str | None:
         files = json.loads(path.read_text())["files"]
     except (ValueError, KeyError, TypeError):
         return f"its integrity record {RECORD} is damaged"
+    metadata = step_dir / FINALIZED_LATER[0]
+    try:
+        json.loads(metadata.read_text())
+    except (OSError, ValueError):
+        return f"{FINALIZED_LATER[0]} is missing or not JSON"
     for name, (size, sha) in sorted(files.items()):
         file = step_dir / name
         if not file.is_file():

@@ -68,7 +68,7 @@ class Source:
 
 
 def load_model(path: str | Path, *, step: int | None = None, image_size=None, patch_size=None,
-               num_classes: int | None = None, verbose: bool = True,
+               num_classes: int | None = None, verbose: bool = True, verify: bool = True,
                **model_overrides) -> nnx.Module:
     """The model stored at ``path``, ready to call, optionally adapted for transfer.
 
@@ -81,23 +81,25 @@ def load_model(path: str | Path, *, step: int | None = None, image_size=None, pa
     see ``vit_jax.convert``). A checkpoint that does not fit the model raises a ValueError
     listing the offending names and shapes.
     ``verbose``: print what was loaded and every change (``load_with_summary`` returns it).
+    ``verify``: check a training checkpoint's files against their integrity record first
+    (a damaged step is an error naming the damage and the other steps).
     """
     model, summary = load_with_summary(path, step=step, image_size=image_size,
                                        patch_size=patch_size, num_classes=num_classes,
-                                       **model_overrides)
+                                       verify=verify, **model_overrides)
     if verbose:
         log("\n  ".join(summary))
     return model
 
 
 def load_with_summary(path: str | Path, *, step: int | None = None, image_size=None,
-                      patch_size=None, num_classes: int | None = None,
+                      patch_size=None, num_classes: int | None = None, verify: bool = True,
                       **model_overrides) -> tuple[nnx.Module, list[str]]:
     """``load_model`` without printing: (model, [header line, one line per change])."""
     path = resolve(path)
     foreign = _is_foreign(path)
     hints = {k: model_overrides.pop(k) for k in IMPORT_HINTS if foreign and k in model_overrides}
-    source = read_checkpoint(path, step=step, **hints)
+    source = read_checkpoint(path, step=step, verify=verify, **hints)
     model = _build(source, model_overrides)
     model, changes = adapt(model, image_size=image_size, patch_size=patch_size,
                            num_classes=num_classes)
@@ -107,7 +109,8 @@ def load_with_summary(path: str | Path, *, step: int | None = None, image_size=N
 # ----------------------------------------------------------------------------- reading
 
 
-def read_checkpoint(path: str | Path, *, step: int | None = None, **hints) -> Source:
+def read_checkpoint(path: str | Path, *, step: int | None = None, verify: bool = True,
+                    **hints) -> Source:
     """The architecture and parameters at ``path`` (any source the module docstring lists)."""
     path = resolve(path)
     kind = convert.file_kind(path)
@@ -124,7 +127,7 @@ def read_checkpoint(path: str | Path, *, step: int | None = None, **hints) -> So
         return Source(f"{path} ({family})", config, params)
     if hints:
         raise ValueError(f"{sorted(hints)} help read Google/timm files; {path} is a workdir")
-    return _read_workdir(path, step)
+    return _read_workdir(path, step, verify)
 
 
 def resolve(path: str | Path) -> Path:
@@ -153,8 +156,8 @@ def load_config(path: str | Path, step: int | None = None) -> mlc.ConfigDict:
     return mlc.ConfigDict(checkpoints.read_config(path, step))
 
 
-def _read_workdir(path: Path, step: int | None) -> Source:
-    state, saved, description = checkpoints.read_model(path, step)
+def _read_workdir(path: Path, step: int | None, verify: bool) -> Source:
+    state, saved, description = checkpoints.read_model(path, step, verify=verify)
     if "model" not in saved:
         raise ValueError(f"{description} has no model config (saved by an old version?); "
                          "rebuild the model yourself and use Checkpointer.restore")

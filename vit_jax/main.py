@@ -11,6 +11,8 @@ pods) and ``python -m vit_jax.launch_local`` to try it on one machine.
 
 from __future__ import annotations
 
+import signal
+import sys
 import traceback
 
 from absl import flags, logging
@@ -18,6 +20,7 @@ from ml_collections import config_flags
 
 from vit_jax import cli, distributed
 
+INTERRUPTED_EXIT = 130  # as a shell reports a Ctrl-C
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go.")
@@ -52,18 +55,30 @@ def main(argv: list[str]) -> None:
             heartbeat_timeout=_HEARTBEAT.value)
     except ValueError as e:
         cli.fail(str(e))
-    from vit_jax.train import train_and_evaluate
+    from vit_jax.checkpoints import CheckpointSaveError
+    from vit_jax.preemption import received_signal
+    from vit_jax.train import NonFiniteLossError, train_and_evaluate
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except ValueError as e:  # config and data errors: the message is the whole story
+    except ValueError as e:  # config, data and checkpoint errors: the message is the story
         cli.print_error(str(e))
         distributed.exit_now(cli.USAGE_EXIT)
-    except BaseException as e:  # noqa: BLE001 (KeyboardInterrupt too: peers must not hang)
+    except (NonFiniteLossError, CheckpointSaveError) as e:  # the run failed, said plainly
+        cli.print_error(str(e))
+        distributed.exit_now(1)
+    except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: nothing more is saved
+        if distributed.is_multiprocess():
+            traceback.print_exc()
+        cli.print_error("interrupted; the checkpoints saved so far are intact")
+        distributed.exit_now(INTERRUPTED_EXIT)
+    except BaseException as e:  # noqa: BLE001 (peers must not hang on this one's failure)
         if not distributed.is_multiprocess() or isinstance(e, SystemExit):
             raise
         traceback.print_exc()
-        distributed.exit_now(130 if isinstance(e, KeyboardInterrupt) else 1)
+        distributed.exit_now(1)
+    if received_signal() == signal.SIGINT:  # saved and stopped on Ctrl-C: say it was cut short
+        sys.exit(INTERRUPTED_EXIT)
 
 
 if __name__ == "__main__":

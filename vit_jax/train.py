@@ -1,13 +1,17 @@
 """The training job: ``train_and_evaluate(config, workdir)``, one readable function in stages.
 
-Stages: validate the config, input pipeline, model and optimizer, checkpoint and resume, jitted
-steps, then the loop (progress, periodic eval, checkpoints, preemption, NaN guard).
+Stages: validate the config, claim the workdir, input pipeline, model and optimizer, checkpoint
+and resume, jitted steps, then the loop (progress, periodic eval, checkpoints, clean stops on
+SIGTERM or Ctrl-C, NaN guard). Whatever ends the run, a save in flight finishes first and the
+workdir's lock is released.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -17,12 +21,13 @@ import numpy as np
 from flax import nnx
 
 from vit_jax import data, evaluators, metrics, sharding, train_state
-from vit_jax.checkpoints import Checkpointer
+from vit_jax.checkpoints import CheckpointCorruptError, Checkpointer
 from vit_jax.config import validate
 from vit_jax.loading import init_from_pretrained
 from vit_jax.logs import log
 from vit_jax.paths import absolute, atomic_write
-from vit_jax.preemption import install_preemption_handler, preemption_requested
+from vit_jax.preemption import preemption_requested, received_signal, stop_signals
+from vit_jax.runlock import RunLock
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -35,116 +40,166 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
 
     # --- Config: every bad key or value fails here, before parameters or batches exist.
     info = validate(config)
-    workdir.mkdir(parents=True, exist_ok=True)
     total_steps = config.total_steps
     pcount, pindex = jax.process_count(), jax.process_index()
-    results = _load_results(workdir)
-    ckpt = Checkpointer(workdir, **config.checkpoint)
-    if _is_complete(ckpt, results, total_steps):  # nothing to build: say so at once
-        _report_complete(results, workdir, total_steps)
-        ckpt.close()
+    with contextlib.ExitStack() as cleanup:  # every exit path closes what was opened, in reverse
+        # --- Workdir: this run's alone (a second one refuses), its checkpoints, its results.
+        took_over = _claim(workdir, cleanup)
+        results = _load_results(workdir)
+        ckpt = Checkpointer(workdir, **config.checkpoint)
+        cleanup.callback(_finish_saving, ckpt)
+        if took_over:
+            log(took_over)
+        if _is_complete(ckpt, results, total_steps):  # nothing to build: say so at once
+            _report_complete(results, workdir, total_steps)
+            return results
+
+        # --- Input pipeline: each process reads its own shard of every global batch.
+        train_iter = data.build_train_iterator(
+            config.data, batch_size=config.batch_size // pcount, seed=config.seed,
+            process_index=pindex, process_count=pcount)
+        cleanup.callback(train_iter.close)  # stops grain's workers, frees their batches
+
+        # --- Model and optimizer, created already sharded (never whole on one device).
+        mesh = sharding.make_mesh(config.mesh)
+        graphdef, state, state_shardings = sharding.create_sharded_state(
+            train_state.config_state_factory(config, info.num_classes), mesh)
+        model, optimizer = nnx.merge(graphdef, state)
+
+        # --- Checkpoints: a workdir with a usable checkpoint resumes from it.
+        start_step, rng = _restore(ckpt, model, optimizer, train_iter, config)
+
+        # --- Steps: jitted with the state's shardings, state buffers donated.
+        graphdef, state = nnx.split((model, optimizer))
+        step_fn = sharding.jit_train_step(
+            train_state.train_step(graphdef, train_state.optim_config(config)), state_shardings,
+            mesh)
+        evals = evaluators.build(config)  # each opens its data once, for the whole run
+
+        def evaluate(state, step: int | None = None) -> dict:
+            """The evaluators due at ``step`` (all of them when None), metrics merged."""
+            view = evaluators.ModelView(graphdef, state, mesh, state_shardings)
+            return {k: v for name, run in evals.items()
+                    if step is None or step % evaluators.every_steps(config, name) == 0
+                    for k, v in run(view).items()}
+
+        if start_step >= total_steps:  # complete, but its final eval was never recorded
+            results["final"] = {"step": start_step, **evaluate(state)}
+            _report_complete(results, workdir, total_steps)
+            return results
+
+        # --- Loop.
+        log(_resume_message(ckpt, start_step, workdir))
+        log(metrics.parameter_summary(model, workdir / metrics.PARAMETER_TABLE))
+        log(f"Mesh {dict(mesh.shape)} over {jax.device_count()} {jax.default_backend()} "
+            f"devices, {pcount} process(es)")
+        writer = metrics.MetricWriter(str(workdir), resume_step=start_step)
+        cleanup.callback(writer.close)
+        progress = metrics.ProgressReporter(total_steps, batch_size=config.batch_size,
+                                            every_steps=config.log_every_steps, every_secs=30,
+                                            first_step=start_step)
+        log(f"Training {start_step} -> {total_steps} steps, batch {config.batch_size}, "
+            f"workdir {workdir}")
+
+        def save(step: int, state, eval_metrics: dict | None, wait: bool) -> None:
+            nnx.update((model, optimizer), state)
+            ckpt.save(step, model=model, optimizer=optimizer, rng=rng,
+                      data_state=train_iter.get_state(), config=config, metrics=eval_metrics,
+                      wait=wait)
+
+        pending = None  # the previous step's metrics, checked one step late (async dispatch)
+        last_saved = start_step if ckpt.all_steps() else None
+        t0 = time.time()
+        with stop_signals():
+            for step in range(start_step + 1, total_steps + 1):
+                # No reference to the host batch outlives the step (its memory can be grain's).
+                state, step_metrics = step_fn(
+                    state, sharding.shard_batch(next(train_iter), mesh), rng)
+                if pending is not None:
+                    _check_finite(*pending, last_saved, ckpt, config)
+                pending = (step, step_metrics)
+                ckpt.check_for_errors()  # a failed save stops the run now, in one line
+                progress(step, loss=step_metrics["train/loss"], lr=step_metrics["train/lr"])
+                if step % config.log_every_steps == 0:
+                    writer.write_scalars(step, jax.device_get(step_metrics))
+                try:
+                    eval_metrics = evaluate(state, None if step == total_steps else step) or None
+                except Exception:
+                    _check_finite(*pending, last_saved, ckpt, config)
+                    save(step, state, None, wait=True)  # an eval error never costs the step
+                    raise
+                if eval_metrics:
+                    writer.write_scalars(step, eval_metrics)
+                    log(f"step {step}: " + ", ".join(f"{k} {v:.4f}"
+                                                     for k, v in eval_metrics.items()))
+                    _update_best(results, step, eval_metrics, config.checkpoint.best_metric)
+                    _save_results(results, workdir)
+                writer.end_step()
+
+                stop = preemption_requested(step)  # multi-process: JAX agrees on the step
+                if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
+                    _check_finite(*pending, last_saved, ckpt, config)  # never save a bad step
+                    save(step, state, eval_metrics, wait=stop)
+                    last_saved = step
+                if stop:
+                    why = "Interrupted" if received_signal() == signal.SIGINT else "Preempted"
+                    log(f"{why}: saved step {step} to {ckpt.directory}; rerun to resume.")
+                    return results
+        ckpt.wait_until_finished()
+        ckpt.check_for_errors()
+        results["final"] = {"step": total_steps, **(eval_metrics or evaluate(state))}
+        results["train_seconds"] = time.time() - t0
+        _report(results, workdir, log)
         return results
 
-    # --- Input pipeline: each process reads its own shard of every global batch.
-    train_iter = data.build_train_iterator(
-        config.data, batch_size=config.batch_size // pcount, seed=config.seed,
-        process_index=pindex, process_count=pcount)
 
-    # --- Model and optimizer, created already sharded over the mesh (never whole on a device).
-    mesh = sharding.make_mesh(config.mesh)
-    graphdef, state, state_shardings = sharding.create_sharded_state(
-        train_state.config_state_factory(config, info.num_classes), mesh)
-    model, optimizer = nnx.merge(graphdef, state)
+def _claim(workdir: Path, cleanup: contextlib.ExitStack) -> str | None:
+    """Creates the workdir and takes its lock (process 0); one-line errors for a path that is
+    a file or cannot be written. Returns a line when a dead run's lock was taken over."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() != 0:
+            return None
+        lock = RunLock(workdir)
+        took_over = lock.acquire()
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"--workdir {workdir} (or a folder above it) is a file; give a "
+                         "directory") from None
+    except OSError as e:  # read-only filesystem, permissions
+        raise ValueError(f"cannot write to --workdir {workdir}: {e.strerror or e}") from None
+    cleanup.callback(lock.release)
+    return took_over
 
-    # --- Checkpoints: a workdir with a checkpoint resumes from it.
-    if config.init_from and ckpt.latest_step() is None:  # transfer: a fresh run starts pretrained
-        init_from_pretrained(model, config)
+
+def _finish_saving(ckpt: Checkpointer) -> None:
+    """Lets a save in flight finish (or fail) before the process moves on, then releases
+    Orbax's threads; a failure here is already being reported by the run."""
+    with contextlib.suppress(Exception):  # the run's own error (or success) is what counts
+        ckpt.close()
+
+
+def _restore(ckpt: Checkpointer, model, optimizer, train_iter, config: mlc.ConfigDict):
+    """(start step, rng): from the newest usable checkpoint, else the start (pretrained when
+    ``init_from`` is set). Damaged steps are skipped with a line each."""
     rng = jax.random.PRNGKey(config.seed)
-    start_step = 0
     try:
         restored = ckpt.restore_latest(model=model, optimizer=optimizer, rng=rng)
+    except CheckpointCorruptError:
+        raise
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(
             f"the checkpoint in {ckpt.directory} does not match this config (model or optimizer "
             f"changed?); use a new --workdir, or the config it was written with. Orbax said: "
-            f"{str(e)[:2000]}") from None
-    if restored is not None:
-        start_step, rng = restored.step, restored.rng
-        if restored.data_state:
-            train_iter.set_state(restored.data_state)
-
-    # --- Steps: jitted with the state's shardings, state buffers donated.
-    graphdef, state = nnx.split((model, optimizer))
-    train_step = sharding.jit_train_step(
-        train_state.train_step(graphdef, train_state.optim_config(config)), state_shardings, mesh)
-    evals = evaluators.build(config)  # each opens its data once, for the whole run
-
-    def evaluate(state, step: int | None = None) -> dict:
-        """The evaluators due at ``step`` (all of them when None), metrics merged."""
-        view = evaluators.ModelView(graphdef, state, mesh, state_shardings)
-        return {k: v for name, run in evals.items()
-                if step is None or step % evaluators.every_steps(config, name) == 0
-                for k, v in run(view).items()}
-
-    if start_step >= total_steps:  # complete, but its final eval was never recorded
-        results["final"] = {"step": start_step, **evaluate(state)}
-        _report_complete(results, workdir, total_steps)
-        ckpt.close()
-        return results
-
-    # --- Loop.
-    log(_resume_message(ckpt, start_step, workdir))
-    install_preemption_handler()
-    log(metrics.parameter_summary(model, workdir / metrics.PARAMETER_TABLE))
-    log(f"Mesh {dict(mesh.shape)} over {jax.device_count()} {jax.default_backend()} devices, "
-        f"{pcount} process(es)")
-    writer = metrics.MetricWriter(str(workdir), resume_step=start_step)
-    progress = metrics.ProgressReporter(total_steps, batch_size=config.batch_size,
-                                        every_steps=config.log_every_steps, every_secs=30,
-                                        first_step=start_step)
-    log(f"Training {start_step} -> {total_steps} steps, batch {config.batch_size}, "
-        f"workdir {workdir}")
-    pending = None  # the previous step's metrics, checked one step late to keep dispatch async
-    last_saved = start_step
-    t0 = time.time()
-    for step in range(start_step + 1, total_steps + 1):
-        # No reference to the host batch outlives the step (its memory can be grain's).
-        state, step_metrics = train_step(state, sharding.shard_batch(next(train_iter), mesh), rng)
-        if pending is not None:
-            _check_finite(*pending, last_saved, ckpt)
-        pending = (step, step_metrics)
-        progress(step, loss=step_metrics["train/loss"], lr=step_metrics["train/lr"])
-        if step % config.log_every_steps == 0:
-            writer.write_scalars(step, jax.device_get(step_metrics))
-
-        eval_metrics = evaluate(state, None if step == total_steps else step) or None
-        if eval_metrics:
-            writer.write_scalars(step, eval_metrics)
-            log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
-            _update_best(results, step, eval_metrics, config.checkpoint.best_metric)
-            _save_results(results, workdir)
-        writer.end_step()
-
-        preempted = preemption_requested(step)  # multi-process: JAX agrees on the step
-        if step % config.checkpoint_every_steps == 0 or step == total_steps or preempted:
-            _check_finite(*pending, last_saved, ckpt)  # never save after a bad step
-            nnx.update((model, optimizer), state)
-            ckpt.save(step, model=model, optimizer=optimizer, rng=rng,
-                      data_state=train_iter.get_state(), config=config,
-                      metrics=eval_metrics, wait=preempted)
-            last_saved = step
-        if preempted:
-            log(f"Preempted: saved step {step} to {ckpt.directory}; rerun to resume.")
-            break
-    else:
-        results["final"] = {"step": total_steps, **(eval_metrics or evaluate(state))}
-        results["train_seconds"] = time.time() - t0
-        _report(results, workdir, log)
-    ckpt.wait_until_finished()
-    ckpt.close()
-    writer.close()
-    train_iter.close()  # stops grain's workers and frees the batches they had prefetched
-    return results
+            f"{' '.join(str(e).split())[:500]}") from None
+    if restored is None:
+        if config.init_from:  # transfer: a fresh run starts pretrained
+            init_from_pretrained(model, config)
+        return 0, rng
+    for step, why in restored.skipped:
+        log(f"Checkpoint step {step} in {ckpt.directory} is unusable ({why}); skipped")
+    if restored.data_state:
+        train_iter.set_state(restored.data_state)
+    return restored.step, restored.rng
 
 
 def _is_complete(ckpt: Checkpointer, results: dict, total_steps: int) -> bool:
@@ -171,16 +226,20 @@ def _resume_message(ckpt: Checkpointer, start_step: int, workdir: Path) -> str:
     return f"Starting a new run in {workdir}"
 
 
-def _check_finite(step: int, step_metrics: dict, last_saved: int, ckpt: Checkpointer) -> None:
+def _check_finite(step: int, step_metrics: dict, last_saved: int | None, ckpt: Checkpointer,
+                  config: mlc.ConfigDict) -> None:
     loss = float(step_metrics["train/loss"])
     grad_norm = float(step_metrics["train/grad_norm"])
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         ckpt.wait_until_finished()
+        kept = ("no checkpoint was saved yet" if last_saved is None else
+                f"the last good checkpoint is step {last_saved} in {ckpt.directory}")
+        fixes = ["a lower --config.optim.lr", "a longer --config.optim.warmup_steps"]
+        if not config.optim.grad_clip_norm:
+            fixes.insert(1, "--config.optim.grad_clip_norm=1.0")
         raise NonFiniteLossError(
             f"non-finite training loss at step {step} (loss={loss}, grad_norm={grad_norm}); "
-            f"stopped without saving it. The last good checkpoint is step {last_saved} in "
-            f"{ckpt.directory}. Try a lower --config.optim.lr, "
-            "--config.optim.grad_clip_norm=1.0 or a longer warmup.")
+            f"stopped without saving it; {kept}. Try {', '.join(fixes)}")
 
 
 def _update_best(results: dict, step: int, eval_metrics: dict, best_metric: str) -> None:
