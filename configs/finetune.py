@@ -18,10 +18,11 @@ clipping at global norm 1. Measured from the quickstart checkpoint (eval accurac
 0.774 when just resampled to 32px): 0.983 after these 100 steps at 32px (3.5 CPU-minutes).
 """
 
-from vit_jax.config import base_config, model_config
+from vit_jax.config import base_config, model_config, takes_no_argument
 
 
 def get_config(arg: str | None = None):
+    takes_no_argument(arg, __file__)
     c = base_config()
     c.init_from = "runs/quickstart"
     c.image_size = 32  # model.image_size and the pp resize follow it

@@ -8,10 +8,11 @@ The digits are upsampled to 16x16 and cut into 4x4 patches (16 tokens + a class 
 `configs/small_data.py`).
 """
 
-from vit_jax.config import base_config, model_config
+from vit_jax.config import base_config, model_config, takes_no_argument
 
 
 def get_config(arg: str | None = None):
+    takes_no_argument(arg, __file__)
     c = base_config()
     c.total_steps = 500
     c.batch_size = 128

@@ -90,6 +90,28 @@ def test_save_restore_is_bitwise_exact(tmp_path):
     _assert_same(fresh_model, model)
 
 
+def test_a_sealed_step_with_non_finite_parameters_is_passed_over(tmp_path):
+    """Integrity records what was written, so a step saved from NaN parameters verifies: the
+    finiteness check on restore is what keeps a run from resuming from it."""
+    model, opt = _build(seed=0)
+    rng = jax.random.PRNGKey(0)
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, model=model, optimizer=opt, rng=rng, wait=True)
+        good = _leaves(model)
+        model.layers[0].kernel[...] = model.layers[0].kernel[...].at[0, 0].set(jnp.nan)
+        ckpt.save(2, model=model, optimizer=opt, rng=rng, wait=True)
+        assert ckpt.verify(2) is None
+    fresh, fresh_opt = _build(seed=5)
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        restored = ckpt.restore_latest(model=fresh, optimizer=fresh_opt, rng=rng)
+        assert restored.step == 1
+        assert restored.skipped == [(2, "parameter layers/0/kernel holds NaN or inf")]
+        assert ckpt.all_steps() == [1]  # the bad step is set aside, so step 2 is saved anew
+    assert (tmp_path / "checkpoints" / "2.unusable").is_dir()
+    for x, y in zip(_leaves(fresh), good, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_keeps_last_n_plus_best(tmp_path):
     model, opt = _build(seed=0)
     accuracy = {1: 0.5, 2: 0.9, 3: 0.3, 4: None, 5: 0.6, 6: None}  # None: no eval that step

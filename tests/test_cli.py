@@ -53,6 +53,12 @@ MAIN_CASES = {
                                    r"optim\.warmup_steps \+ optim\.cooldown_steps \(50\+0\) "
                                    r"exceed the 20 training steps"),
     "positional argument": ([QUICK, "extra"], r"unexpected arguments \['extra'\]"),
+    "argument to a config without one": (["--config=configs/quickstart.py:badarg"],
+                                         r"quickstart\.py takes no argument, got 'badarg'; "
+                                         r"drop the ':badarg'"),
+    "missing data.root": ([QUICK, "--config.data.name=folder", "--config.data.root=imgs"],
+                          r"data\.root=\S+/imgs: no such directory \(it should hold "
+                          r"<split>/<class>/<image files>\)"),
 }
 
 
@@ -93,3 +99,11 @@ def test_bad_sweep_and_plan_commands_are_one_line_and_exit_2(tmp_path):
     (tmp_path / "configs").unlink()
     done = run(tmp_path, "vit_jax.plan", ["--variant=Q/16", "--mesh=fsdp=2"])
     assert_one_line_error(done, r"unknown ViT size 'Q'")
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "notes").write_text("not a directory")
+    done = run(tmp_path, "vit_jax.main", ["--workdir=notes/run", QUICK])
+    assert_one_line_error(done, r"--workdir \S+/notes/run \(or a folder above it\) is a file; "
+                                r"give a directory")
+    assert (tmp_path / "notes").read_text() == "not a directory"

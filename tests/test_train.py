@@ -87,6 +87,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert Checkpointer(tmp_path).all_steps() == [15]
 
 
+def test_divergence_before_any_checkpoint_says_so_and_suggests_what_is_not_set(tmp_path):
+    cfg = tiny_config(total_steps=40)
+    cfg.optim.lr = 1e30  # grad_clip_norm=1.0 is set: not suggested again
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss at step \d+ .*; "
+                       r"stopped without saving it; no checkpoint was saved yet\. Try a lower "
+                       r"--config\.optim\.lr, a longer --config\.optim\.warmup_steps$"):
+        train_and_evaluate(cfg, tmp_path)
+    assert Checkpointer(tmp_path).all_steps() == []
+
+
 @pytest.mark.parametrize("changes,match", [
     ({"model.variant": "Q/16"}, "unknown ViT size 'Q'"),
     ({"model.patch_size": 3}, "image size 8x8 is not divisible by patch size 3x3"),

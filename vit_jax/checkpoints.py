@@ -18,6 +18,7 @@ as a step: restore falls back to the previous complete one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,11 +34,12 @@ from etils import epath
 from flax import nnx
 
 from vit_jax import integrity
-from vit_jax.logs import drop_messages
+from vit_jax.logs import drop_messages, drop_unraisable
 from vit_jax.paths import absolute
 from vit_jax.tree import path_names
 
 _CKPT_SUBDIR = "checkpoints"
+UNUSABLE_SUFFIX = ".unusable"  # a damaged step passed over on resume, kept for a post-mortem
 
 
 # Orbax warns on every save without metrics once best-tracking is on (periodic saves between
@@ -46,9 +48,11 @@ drop_messages("did not provide metrics", "read_only=True, setting save_interval_
               "Given directory is read only")
 # A failed asynchronous save makes Orbax's threads log every exception they saw (hundreds of
 # lines) before the error reaches the run, which reports it in one line (CheckpointSaveError).
-drop_messages("raised an exception", "Task exception was never retrieved",
-              "Event loop is closed")
-drop_messages("Task exception was never retrieved", "Event loop is closed", logger="asyncio")
+drop_messages("raised an exception", "exception was never retrieved",
+              "Event loop is closed", "Handler Commit operations", "Save Finalize thread")
+drop_messages("exception was never retrieved", "Event loop is closed", logger="asyncio")
+# ... and TensorStore's callbacks into Orbax's closed event loops report their own.
+drop_unraisable(RuntimeError, "Event loop is closed")
 
 
 @dataclasses.dataclass
@@ -231,9 +235,10 @@ class Checkpointer:
         )
         # Orbax finishes the previous save before starting this one anyway; doing it first
         # keeps ``_sealing`` naming the step whose hook runs.
-        self._mngr.wait_until_finished()
+        self.wait_until_finished()
         self._sealing = step
-        saved = self._mngr.save(step, args=args, metrics=tracked, force=True)
+        with self._reporting_save_errors():
+            saved = self._mngr.save(step, args=args, metrics=tracked, force=True)
         if wait or not self.async_save:
             self.wait_until_finished()
         return saved
@@ -250,8 +255,15 @@ class Checkpointer:
     def check_for_errors(self) -> None:
         """Raises ``CheckpointSaveError`` (one line: the step, the path and the cause) if the
         last asynchronous save failed, e.g. on a full disk."""
-        try:
+        with self._reporting_save_errors():
             self._mngr.check_for_errors()
+
+    @contextlib.contextmanager
+    def _reporting_save_errors(self):
+        """Whatever Orbax raises about a save (when it starts, when it is waited for, when
+        its errors are checked), the run sees one ``CheckpointSaveError``."""
+        try:
+            yield
         except Exception as e:  # noqa: BLE001 -- whatever Orbax raised, say it plainly
             raise CheckpointSaveError(self._save_failure(e)) from None
 
@@ -300,8 +312,9 @@ class Checkpointer:
         self, *, model: Any, optimizer: Any, rng: jax.Array | None = None
     ) -> Restored | None:
         """Resumes from the newest step that verifies and restores finite; None when the
-        workdir has no checkpoint. Steps passed over are in ``Restored.skipped`` with why;
-        when none is usable, ``CheckpointCorruptError`` lists every step and why.
+        workdir has no checkpoint. Steps passed over are in ``Restored.skipped`` with why,
+        and renamed ``<step>.unusable`` so that the run saves them anew; when none is usable,
+        ``CheckpointCorruptError`` lists every step and why.
 
         A step that verifies but does not restore is not damaged: its error (another model or
         optimizer than the one given) is raised as it is.
@@ -314,6 +327,7 @@ class Checkpointer:
                 reason = _non_finite(model)
                 if reason is None:
                     restored.skipped = skipped
+                    self._set_aside([s for s, _ in skipped])
                     return restored
             skipped.append((step, reason))
         if not skipped:
@@ -324,11 +338,31 @@ class Checkpointer:
             "start over, or --config.checkpoint.verify=False to use a step whose integrity "
             "record is missing")
 
+    def _set_aside(self, steps: list[int]) -> None:
+        """Renames unusable steps newer than the one resumed from to ``<step>.unusable``: the
+        run will save those steps again, and their files stay for a post-mortem."""
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            for step in steps:
+                target = self.directory / f"{step}{UNUSABLE_SUFFIX}"
+                n = 1
+                while target.exists():
+                    n += 1
+                    target = self.directory / f"{step}{UNUSABLE_SUFFIX}{n}"
+                (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("vit_jax_checkpoints_set_aside")
+        self._mngr.reload()
+
     # ------------------------------------------------------------------ lifecycle
 
     def wait_until_finished(self) -> None:
-        """Blocks until the in-flight async save is finalised."""
-        self._mngr.wait_until_finished()
+        """Blocks until the in-flight async save is finalised (``CheckpointSaveError`` if
+        it failed)."""
+        with self._reporting_save_errors():
+            self._mngr.wait_until_finished()
 
     def close(self) -> None:
         """Finishes pending saves and releases Orbax's threads."""

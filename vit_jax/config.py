@@ -54,6 +54,13 @@ def _scalar_types(hints: dict[str, typing.Any]) -> dict[str, type]:
     return out
 
 
+def takes_no_argument(arg: str | None, config_file: str) -> None:
+    """For configs without a ``:ARG``: one given by mistake is an error, not ignored."""
+    if arg:
+        raise ValueError(f"{Path(config_file).name} takes no argument, got {arg!r}; drop the "
+                         f"':{arg}'")
+
+
 def load_config_file(path: str | Path, arg: str | None = None) -> mlc.ConfigDict:
     """``get_config(arg)`` of a config file (``configs/NAME.py``), as ``--config=PATH:ARG``
     loads it: for sweeps, notebooks and benchmarks that start from the shipped configs."""

@@ -179,14 +179,16 @@ def is_multiprocess() -> bool:
     return jax.distributed.is_initialized()
 
 
-def exit_now(code: int) -> NoReturn:
+def exit_now(code: int, *, abandon_threads: bool = False) -> NoReturn:
     """Ends this process with ``code`` at once, skipping JAX's shutdown barrier.
 
     On failure the barrier would keep a process waiting for peers that are themselves blocked
     in a collective waiting for it (until ``SHUTDOWN_TIMEOUT``); exiting without it lets the
-    heartbeat check abort the others. Single-process runs exit normally.
+    heartbeat check abort the others. Single-process runs exit normally, unless
+    ``abandon_threads``: threads still at work (a failed save's writers) would print their
+    errors while the interpreter shuts down under them.
     """
-    if not is_multiprocess():
+    if not is_multiprocess() and not abandon_threads:
         sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()

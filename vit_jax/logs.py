@@ -8,6 +8,7 @@ preparation). ``drop_messages`` silences exactly those messages, nothing else.
 from __future__ import annotations
 
 import logging
+import sys
 
 import jax
 
@@ -25,6 +26,19 @@ class _DropFilter(logging.Filter):
 def drop_messages(*fragments: str, logger: str = "absl") -> None:
     """Drops records of ``logger`` whose message contains any of ``fragments``."""
     logging.getLogger(logger).addFilter(_DropFilter(fragments))
+
+
+def drop_unraisable(exception: type[BaseException], message: str) -> None:
+    """Drops ``exception(message)`` raised where nobody can catch it (in a callback run by a
+    C++ thread, reported through ``sys.unraisablehook``); other reports print as before."""
+    previous = sys.unraisablehook
+
+    def hook(report) -> None:
+        e = report.exc_value
+        if not (isinstance(e, exception) and str(e) == message):
+            previous(report)
+
+    sys.unraisablehook = hook
 
 
 def log(message: str) -> None:

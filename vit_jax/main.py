@@ -64,9 +64,14 @@ def main(argv: list[str]) -> None:
     except ValueError as e:  # config, data and checkpoint errors: the message is the story
         cli.print_error(str(e))
         distributed.exit_now(cli.USAGE_EXIT)
-    except (NonFiniteLossError, CheckpointSaveError) as e:  # the run failed, said plainly
+    except NonFiniteLossError as e:  # the run failed, said plainly
         cli.print_error(str(e))
         distributed.exit_now(1)
+    except (CheckpointSaveError, OSError) as e:  # a full disk, a lost mount
+        cli.print_error(str(e) if isinstance(e, CheckpointSaveError) else
+                        f"{e.filename or 'a file'}: {e.strerror or e}; the checkpoints saved "
+                        "so far are intact (fix the cause, then rerun to resume)")
+        distributed.exit_now(1, abandon_threads=True)
     except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: nothing more is saved
         if distributed.is_multiprocess():
             traceback.print_exc()

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from vit_jax import data, evaluators, metrics, sharding, train_state
-from vit_jax.checkpoints import CheckpointCorruptError, Checkpointer
+from vit_jax.checkpoints import UNUSABLE_SUFFIX, CheckpointCorruptError, Checkpointer
 from vit_jax.config import validate
 from vit_jax.loading import init_from_pretrained
 from vit_jax.logs import log
@@ -58,7 +58,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         train_iter = data.build_train_iterator(
             config.data, batch_size=config.batch_size // pcount, seed=config.seed,
             process_index=pindex, process_count=pcount)
-        cleanup.callback(train_iter.close)  # stops grain's workers, frees their batches
+        cleanup.push(_closing(train_iter.close))  # stops grain's workers, frees batches
 
         # --- Model and optimizer, created already sharded (never whole on one device).
         mesh = sharding.make_mesh(config.mesh)
@@ -94,7 +94,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         log(f"Mesh {dict(mesh.shape)} over {jax.device_count()} {jax.default_backend()} "
             f"devices, {pcount} process(es)")
         writer = metrics.MetricWriter(str(workdir), resume_step=start_step)
-        cleanup.callback(writer.close)
+        cleanup.push(_closing(writer.close))
         progress = metrics.ProgressReporter(total_steps, batch_size=config.batch_size,
                                             every_steps=config.log_every_steps, every_secs=30,
                                             first_step=start_step)
@@ -171,6 +171,18 @@ def _claim(workdir: Path, cleanup: contextlib.ExitStack) -> str | None:
     return took_over
 
 
+def _closing(close):
+    """An exit callback running ``close``; if the run is already failing, a failure to close
+    (say, flushing logs to the full disk that broke it) does not hide the run's own error."""
+    def exit_callback(exc_type, exc, tb) -> None:
+        try:
+            close()
+        except Exception:
+            if exc_type is None:
+                raise
+    return exit_callback
+
+
 def _finish_saving(ckpt: Checkpointer) -> None:
     """Lets a save in flight finish (or fail) before the process moves on, then releases
     Orbax's threads; a failure here is already being reported by the run."""
@@ -196,7 +208,8 @@ def _restore(ckpt: Checkpointer, model, optimizer, train_iter, config: mlc.Confi
             init_from_pretrained(model, config)
         return 0, rng
     for step, why in restored.skipped:
-        log(f"Checkpoint step {step} in {ckpt.directory} is unusable ({why}); skipped")
+        log(f"Checkpoint step {step} in {ckpt.directory} is unusable ({why}); moved to "
+            f"{step}{UNUSABLE_SUFFIX}, resuming from step {restored.step}")
     if restored.data_state:
         train_iter.set_state(restored.data_state)
     return restored.step, restored.rng

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,6 +79,9 @@ def _check(cfg: DataConfig) -> None:
         raise DataError(f"unknown dataset name {name!r}; valid: {NAME_CHOICES}")
     if name == "folder" and not cfg.root:
         raise DataError("name='folder' needs root=<dir> holding <split>/<class>/<image files>")
+    if name == "folder" and not os.path.isdir(cfg.root):
+        raise DataError(f"data.root={cfg.root}: no such directory (it should hold "
+                        "<split>/<class>/<image files>)")
     if not _is_int(cfg.workers) or cfg.workers < 0:
         raise DataError(f"workers must be an int >= 0 (0 = in-process), got {cfg.workers!r}")
     if not _is_int(cfg.prefetch) or cfg.prefetch < 0:

@@ -9,6 +9,7 @@ dataset at `step`: the state is tiny, JSON-serialisable, independent of the work
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any
 
 import grain
@@ -91,9 +92,10 @@ def _wait_for_shared_memory_release() -> None:
     from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
 
     pool = getattr(SharedMemoryArray, "_del_thread_pool", None)
-    if pool is not None:
-        gc.collect()  # batches caught in reference cycles queue their release now
-        pool.apply(int)
+    if pool is None or sys.is_finalizing():  # at exit the pool may be gone: never block there
+        return
+    gc.collect()  # batches caught in reference cycles queue their release now
+    pool.apply_async(int).wait(timeout=10)
 
 
 def _make_grain_profiling_flag_readable() -> None:

@@ -19,7 +19,7 @@ from vit_jax.data.config import DataConfig, resolve
 from vit_jax.data.errors import DataError
 from vit_jax.data.iterator import BatchIterator
 from vit_jax.data.mixup import Mixup
-from vit_jax.data.pipeline import EvalExample, TrainExample, probe
+from vit_jax.data.pipeline import EvalExample, TrainExample, common_shape, probe, without_misfits
 from vit_jax.data.sources import load_split
 
 ConfigLike = Mapping[str, Any] | DataConfig
@@ -40,16 +40,15 @@ class DatasetInfo:
 def dataset_info(data_config: ConfigLike) -> DatasetInfo:
     """Counts, classes and the preprocessed image shape (prepares embedded data if needed)."""
     cfg = resolve(data_config)
-    train = load_split(cfg, cfg.train_split, subset=cfg.train_subset)
-    evals = load_split(cfg, cfg.eval_split)
-    probe(train, pp_lib.build(cfg.pp_train), "pp_train")
-    image = probe(evals, pp_lib.build(cfg.pp_eval), "pp_eval")["image"]
+    train, _, _ = _split_and_pp(cfg, cfg.train_split, cfg.pp_train, "pp_train",
+                                cfg.train_subset)
+    evals, _, shape = _split_and_pp(cfg, cfg.eval_split, cfg.pp_eval, "pp_eval")
     return DatasetInfo(
         name=cfg.name,
         num_classes=train.num_classes,
         num_train=len(train.records),
         num_eval=len(evals.records),
-        image_shape=tuple(image.shape),
+        image_shape=shape,
         class_names=train.class_names,
         num_skipped=len(train.skipped) + len(evals.skipped),
         skipped=train.skipped + evals.skipped,
@@ -78,12 +77,10 @@ def build_train_iterator(
         raise DataError(
             f"mixup mixes example pairs and needs an even per-process batch_size, got {batch_size}"
         )
-    split = load_split(cfg, cfg.train_split, subset=cfg.train_subset)
-    pp = pp_lib.build(cfg.pp_train)
-    probe(split, pp, "pp_train")
-    example = TrainExample(
-        split, pp, seed=seed, batch_size=batch_size, process=(process_index, process_count)
-    )
+    split, pp, shape = _split_and_pp(cfg, cfg.train_split, cfg.pp_train, "pp_train",
+                                     cfg.train_subset)
+    example = TrainExample(split, pp, seed=seed, batch_size=batch_size,
+                           process=(process_index, process_count), shape=shape)
     batches = grain.MapDataset.range(sys.maxsize).map(example)
     batches = batches.batch(batch_size, drop_remainder=True)
     if cfg.mixup_alpha:
@@ -113,12 +110,11 @@ def build_eval_iterator(
     """
     cfg = resolve(data_config)
     _check_batching(batch_size, process_index, process_count)
-    split = load_split(cfg, cfg.eval_split)
-    pp = pp_lib.build(cfg.pp_eval)
-    probe(split, pp, "pp_eval")
+    split, pp, shape = _split_and_pp(cfg, cfg.eval_split, cfg.pp_eval, "pp_eval")
     global_batch = batch_size * process_count
     num_steps = -(-len(split.records) // global_batch)
-    example = EvalExample(split, pp, batch_size=batch_size, process=(process_index, process_count))
+    example = EvalExample(split, pp, batch_size=batch_size,
+                          process=(process_index, process_count), shape=shape)
     batches = grain.MapDataset.range(num_steps * batch_size).map(example)
     batches = batches.batch(batch_size, drop_remainder=True)
     fingerprint = dict(
@@ -131,6 +127,19 @@ def build_eval_iterator(
         num_steps=num_steps,
         fingerprint=fingerprint,
     )
+
+
+def _split_and_pp(cfg: DataConfig, split_name: str, spec: str, which: str,
+                  subset: int | None = None):
+    """(the split, its pp, the image shape every example must come out as); with
+    ``skip_corrupt``, the examples that do not are left out (and listed as skipped)."""
+    split = load_split(cfg, split_name, subset=subset)
+    pp = pp_lib.build(spec)
+    probe(split, pp, which)
+    shape = common_shape(split, pp)
+    if cfg.skip_corrupt:
+        split = without_misfits(split, pp, shape)
+    return split, pp, shape
 
 
 def _check_batching(batch_size: int, process_index: int, process_count: int) -> None:
