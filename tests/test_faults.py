@@ -273,3 +273,22 @@ def test_an_image_that_does_not_fit_is_named_or_skipped(scratch, split):
                 *_folder_flags(root, "--config.data.skip_corrupt=True"))
     assert_clean(done)
     assert "final: step 10, eval accuracy" in done.stdout
+
+
+def test_read_only_workdir_is_one_line(scratch):
+    """A read-only mount in its own namespace where the machine allows it, else a folder
+    without write permission (which stops anyone but root)."""
+    folder = scratch / "read_only"
+    folder.mkdir()
+    cmd = " ".join(f"'{a}'" for a in command("read_only/run"))
+    if _tmpfs_available():
+        script = (f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} && "
+                  f"{cmd}")
+        done = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=scratch, env=env(),
+                              capture_output=True, text=True, timeout=300)
+    else:
+        folder.chmod(0o500)
+        done = main(scratch, "read_only/run")
+    line = error_line(done, 2)
+    assert re.search(r"cannot write to --workdir \S+/read_only/run: (Read-only file system|"
+                     r"Permission denied)$", line), line
