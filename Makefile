@@ -1,6 +1,19 @@
 # Two commands on a fresh machine: `make train` and `make test`. Both set up .venv first if needed.
 PY := .venv/bin/python
-STAMP := .venv/.installed
+# What JAX is installed for: cpu (default), cuda13, cuda12, tpu, or auto (detected by
+# scripts/detect_accel.sh). `make install ACCEL=...` remembers the choice in .venv/accel, so
+# later `make train` / `make test` keep that install.
+ACCELS := cpu cuda13 cuda12 tpu auto
+ACCEL ?= $(shell cat .venv/accel 2>/dev/null || echo cpu)
+ifeq ($(filter $(ACCEL),$(ACCELS)),)
+$(error ACCEL=$(ACCEL) is not one of: $(ACCELS))
+endif
+ifeq ($(ACCEL),auto)
+override ACCEL := $(shell sh scripts/detect_accel.sh)
+endif
+JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.txt)
+PLUGINS := jax-cuda12-plugin jax-cuda12-pjrt jax-cuda13-plugin jax-cuda13-pjrt libtpu
+STAMP := .venv/.installed-$(ACCEL)
 CONFIG ?= configs/quickstart.py
 WORKDIR ?= runs/quickstart
 
@@ -11,12 +24,17 @@ PEERS_STAMP := .venv-peers/.installed
 
 install: $(STAMP)
 
-# Reinstall only when requirements change; uv makes a fresh install take seconds.
+# Reinstall only when requirements or the accelerator change; uv makes a fresh install take
+# seconds. The accelerator's JAX plugin is pinned to requirements.txt's JAX version.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(PY) -m uv pip install -q --python $(PY) -r requirements.txt
 	$(PY) -m uv pip install -q --python $(PY) --no-deps -e .
+	$(PY) -m uv pip uninstall -q --python $(PY) $(PLUGINS)  # a previous accelerator's
+	test $(ACCEL) = cpu || $(PY) -m uv pip install -q --python $(PY) "jax[$(ACCEL)]==$(JAX_VERSION)"
+	rm -f .venv/.installed-*
+	echo $(ACCEL) > .venv/accel
 	touch $(STAMP)
 
 lint: install

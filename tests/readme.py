@@ -123,12 +123,12 @@ def _env() -> dict[str, str]:
 
 def check_not_run(command: Command) -> None:
     """What can be checked of a command this machine cannot run: its config and keys, or
-    its make target."""
+    its make target and variables (dry run)."""
     assert command.not_run_reason.strip(), command.text
-    if command.text.startswith("make "):
-        target = shlex.split(command.text)[1]
-        dry = subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True,
-                             text=True)
+    make = re.search(r"(?:^|\s)make\s+(.*)$", command.text)  # also under a launcher (srun)
+    if make:
+        dry = subprocess.run(["make", "-n", "-C", str(REPO), *shlex.split(make.group(1))],
+                             capture_output=True, text=True)
         assert dry.returncode == 0, f"{command.text}: {dry.stderr}"
         return
     configs = re.findall(r"--config=([^\s\"']+)", command.text)

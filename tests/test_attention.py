@@ -11,6 +11,7 @@ from vit_jax.models.attention import (
     AUTO_CHUNK_MIN_TOKENS,
     _balanced_block,
     attend,
+    choose_kernel,
     chunked_attention,
     standard_attention,
 )
@@ -147,6 +148,26 @@ def test_auto_picks_chunked_for_long_sequences_on_cpu():
     assert uses_loop(AUTO_CHUNK_MIN_TOKENS)
     q, k, v = qkv(AUTO_CHUNK_MIN_TOKENS + 1, b=1, h=2)
     np.testing.assert_allclose(attend(q, k, v, "auto"), standard(q, k, v), atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,dtype,head_dim,keys,kernel", [
+    ("gpu", jnp.bfloat16, 64, 197, "cudnn"),
+    ("gpu", jnp.float16, 128, 4096, "cudnn"),
+    ("gpu", jnp.float32, 64, 197, "standard"),  # cuDNN's fused kernel is half precision only
+    ("gpu", jnp.float32, 64, 4096, "chunked"),
+    ("gpu", jnp.bfloat16, 60, 197, "standard"),  # head_dim not a multiple of 8
+    ("gpu", jnp.bfloat16, 256, 4096, "chunked"),  # head_dim over 128
+    ("tpu", jnp.bfloat16, 64, 197, "standard"),
+    ("cpu", jnp.float32, 64, AUTO_CHUNK_MIN_TOKENS - 1, "standard"),
+    ("cpu", jnp.float32, 64, AUTO_CHUNK_MIN_TOKENS, "chunked"),
+])
+def test_auto_kernel_by_backend_dtype_and_length(backend, dtype, head_dim, keys, kernel):
+    assert choose_kernel(backend, dtype, head_dim, keys) == kernel
+
+
+def test_models_default_to_auto_attention():
+    model = create_model("mu/4", **TINY)
+    assert {b.attn.implementation for b in model.encoder.blocks} == {"auto"}
 
 
 def temp_bytes(fn, n, b=1, h=4, d=32):

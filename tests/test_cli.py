@@ -53,6 +53,12 @@ MAIN_CASES = {
                                    r"optim\.warmup_steps \+ optim\.cooldown_steps \(50\+0\) "
                                    r"exceed the 20 training steps"),
     "positional argument": ([QUICK, "extra"], r"unexpected arguments \['extra'\]"),
+    "unknown compute dtype": ([QUICK, "--config.model.dtype=float16"],
+                              r"config\.model: unknown dtype 'float16'; valid: \('float32', "
+                              r"'bfloat16', 'auto'\)"),
+    "unknown Adam moment dtype": ([QUICK, "--config.optim.mu_dtype=bf16"],
+                                  r"optim\.mu_dtype='bf16' must be one of \(None, 'float32', "
+                                  r"'bfloat16'\)"),
     "argument to a config without one": (["--config=configs/quickstart.py:badarg"],
                                          r"quickstart\.py takes no argument, got 'badarg'; "
                                          r"drop the ':badarg'"),

@@ -6,6 +6,7 @@ from flax import nnx
 
 from vit_jax import create_model
 from vit_jax.models.encoder import REMAT_POLICIES, stack_blocks, unstack_blocks
+from vit_jax.models.vit import compute_dtype
 
 TINY = dict(image_size=16, num_classes=5, width=32, depth=2, mlp_dim=64, num_heads=4)
 
@@ -127,6 +128,19 @@ def test_bf16_compute_close_to_f32():
     a, b = f32(images()), bf16(images())
     assert b.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(a - b))) < 0.1 and not np.array_equal(a, b)
+
+
+def test_dtype_auto_is_bf16_on_accelerators_and_f32_on_cpu():
+    assert compute_dtype("auto", "cpu") == jnp.float32
+    assert compute_dtype("auto", "gpu") == jnp.bfloat16 == compute_dtype("auto", "tpu")
+    assert compute_dtype("float32", "gpu") == jnp.float32
+    assert compute_dtype("bfloat16", "cpu") == jnp.bfloat16
+    model = tiny(head_zero_init=False)  # the default is "auto": this test runs on CPU
+    assert jax.default_backend() == "cpu" and model.dtype == jnp.float32
+    np.testing.assert_array_equal(model(images()), tiny(head_zero_init=False,
+                                                         dtype="float32")(images()))
+    with pytest.raises(ValueError, match=r"dtype.*'float16'.*float32.*bfloat16.*auto"):
+        tiny(dtype="float16")
 
 
 def test_dropout_only_in_training():

@@ -200,3 +200,18 @@ def test_grad_accumulation_threads_rng_state():
     loss, _ = step(model, (x, y))
     assert count() == before + 3
     assert np.isfinite(float(loss))
+
+
+def test_mu_dtype_stores_adams_first_moment_in_bf16():
+    params = {"w": jnp.ones((4, 4)), "b": jnp.zeros(4)}
+    state = optim.build_tx(dict(total_steps=10, mu_dtype="bfloat16")).init(params)
+    adam = next(s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu"))
+                if hasattr(s, "mu"))
+    assert {x.dtype for x in jax.tree.leaves(adam.mu)} == {jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(adam.nu)} == {jnp.dtype(jnp.float32)}
+    default = optim.build_tx(dict(total_steps=10)).init(params)
+    assert {x.dtype for x in jax.tree.leaves(default)} <= {jnp.dtype(jnp.float32),
+                                                           jnp.dtype(jnp.int32)}
+    with pytest.raises(ValueError, match=r"optim\.mu_dtype='bf16' must be one of \(None, "
+                       r"'float32', 'bfloat16'\)"):
+        optim.build_tx(dict(total_steps=10, mu_dtype="bf16"))

@@ -49,9 +49,13 @@ DEFAULTS: dict[str, Any] = dict(
     cooldown_steps=0,  # linear ramp to 0 over the last steps (any schedule; big_vision style).
     grad_clip_norm=None,
     grad_accum_steps=1,  # read by the train step (accumulate_gradients), not by build_tx.
+    mu_dtype=None,  # adamw's first moment: None = the parameters' (float32), or "bfloat16"
 )
+# Adam's first moment can be stored in bf16 at no measurable cost in quality (big_vision's
+# ``mu_dtype``), saving a quarter of the optimizer state; the second moment stays float32.
+MU_DTYPES = (None, "float32", "bfloat16")
 # The type of each option whose default is None (None = "off" or "the run's length").
-OPTIONAL_TYPES: dict[str, type] = dict(total_steps=int, grad_clip_norm=float)
+OPTIONAL_TYPES: dict[str, type] = dict(total_steps=int, grad_clip_norm=float, mu_dtype=str)
 
 # Valid ranges of the numeric options: (low, high, brackets, what it means).
 RANGES: dict[str, tuple[float, float, str, str]] = dict(
@@ -80,6 +84,9 @@ def resolve(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
         raise ValueError(f"Unknown optimizer config keys {unknown}; valid keys: {sorted(DEFAULTS)}")
     merged = {**DEFAULTS, **given}
     _check_ranges(merged)
+    if merged["mu_dtype"] not in MU_DTYPES:
+        raise ValueError(f"optim.mu_dtype={merged['mu_dtype']!r} must be one of {MU_DTYPES} "
+                         "(adamw's first moment)")
     return merged
 
 
@@ -189,7 +196,8 @@ def build_tx(cfg: Mapping[str, Any] | Any) -> optax.GradientTransformation:
     if c["name"] == "adamw":
         parts.append(
             optax.adamw(
-                schedule, b1=c["b1"], b2=c["b2"], eps=c["eps"], weight_decay=wd, mask=decay_mask
+                schedule, b1=c["b1"], b2=c["b2"], eps=c["eps"], weight_decay=wd, mask=decay_mask,
+                mu_dtype=c["mu_dtype"] and jnp.dtype(c["mu_dtype"]),
             )
         )
     elif c["name"] == "sgd":

@@ -29,7 +29,9 @@ their cost (rematerialisation first, then micro-batching) and the first that fit
 
 Caveats: the numbers are XLA:CPU's buffer assignment, not yet checked against an accelerator.
 TPU/GPU compilers fuse, pad (TPU tiles) and schedule collectives differently and may
-rematerialise on their own: treat peak as an estimate and keep headroom. ``dtype=bfloat16`` is
+rematerialise on their own: treat peak as an estimate and keep headroom. ``dtype=auto`` compiles
+in float32 here (the CPU's choice): pass ``--config.model.dtype=bfloat16`` for an accelerator's
+activations, though XLA:CPU makes it look worse than it is: ``dtype=bfloat16`` is
 pessimistic here (XLA:CPU computes bf16 dots in f32: B/16 temp only -17 %). Compiled memory also
 ignores the runtime's own reservations (GPU: CUDA context, XLA's preallocation fraction).
 """
@@ -363,7 +365,7 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
         image_size=list(model_image_size(config)), num_classes=num_classes,
         tokens=math.prod(model.grid) + model.num_prefix,
         depth=depth, scan=bool(config.model.get("scan", False)),
-        dtype=config.model.get("dtype", "float32"),
+        dtype=jnp.dtype(model.dtype).name if hasattr(model, "dtype") else "float32",
         mesh=sizes, devices=n_devices, batch=batch, per_device_batch=batch // batch_devices,
         device_memory=budget, fits=base["fits"], base=base, tried=tried, suggestion=suggestion,
         notes=notes)

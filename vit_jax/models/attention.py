@@ -147,11 +147,14 @@ def _bnhd(x: Array) -> Array:
     return jnp.swapaxes(x, 1, 2)  # (B, H, N, hd) <-> (B, N, H, hd), jax.nn's layout
 
 
-def _cudnn_ok(q: Array, k: Array) -> bool:
-    """cuDNN's fused attention wants a GPU, half precision and head_dim a multiple of 8 ≤ 128."""
-    d = q.shape[-1]
-    return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-            and k.dtype == q.dtype and d % 8 == 0 and d <= 128)
+def choose_kernel(backend: str, dtype, head_dim: int, num_keys: int) -> str:
+    """What ``auto`` runs: cuDNN's fused attention on GPU where it applies (half precision,
+    head_dim a multiple of 8 up to 128), else ``chunked`` from ``AUTO_CHUNK_MIN_TOKENS`` keys
+    on, else ``standard``."""
+    if (backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= 128):
+        return "cudnn"
+    return "chunked" if num_keys >= AUTO_CHUNK_MIN_TOKENS else "standard"
 
 
 def attend(q: Array, k: Array, v: Array, implementation: str, *,
@@ -159,13 +162,14 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
     """Attention output only, through the kernel named by ``implementation``; q, k, v and the
     output are (B, H, N, hd)."""
     if implementation == "auto":
-        if _cudnn_ok(q, k):
+        implementation = choose_kernel(jax.default_backend(), q.dtype, q.shape[-1], k.shape[2])
+        if implementation == "cudnn":
             try:
                 return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v),
                                                           implementation="cudnn"))
-            except (ValueError, NotImplementedError, RuntimeError):
-                pass  # an unsupported cuDNN version or shape: use a plain-JAX kernel
-        implementation = "chunked" if k.shape[2] >= AUTO_CHUNK_MIN_TOKENS else "standard"
+            except (ValueError, NotImplementedError, RuntimeError, TypeError):
+                # an unsupported cuDNN version or shape: the plain-JAX choice
+                implementation = choose_kernel("none", q.dtype, q.shape[-1], k.shape[2])
     if implementation == "xla":
         return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v),
                                                   implementation="xla"))

@@ -23,7 +23,17 @@ from vit_jax.sharding import constrain
 from vit_jax.sizes import as_pair
 
 Array = jax.Array
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}
+
+
+def compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
+    """The activations' dtype for ``dtype=name``; parameters, optimizer state, softmax and
+    loss stay float32 whatever it is. ``auto``: bfloat16 on GPU and TPU (their matmul units
+    run it at several times the float32 rate), float32 on CPU, where the bf16 train step
+    measured slower (benchmarks/RESULTS.md)."""
+    if name != "auto":
+        return DTYPES[name]
+    return jnp.float32 if (backend or jax.default_backend()) == "cpu" else jnp.bfloat16
 
 
 class VisionTransformer(nnx.Module):
@@ -37,8 +47,8 @@ class VisionTransformer(nnx.Module):
         class_token: bool = True, num_registers: int = 0, pool: str = "cls",
         dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0,
         layerscale: float | None = None, qk_norm: bool = False, head_zero_init: bool = True,
-        representation_size: int | None = None, dtype: str = "float32", scan: bool = False,
-        remat_policy: str = "none", attention: str = "standard",
+        representation_size: int | None = None, dtype: str = "auto", scan: bool = False,
+        remat_policy: str = "none", attention: str = "auto",
         attention_query_chunk: int = QUERY_CHUNK, attention_key_chunk: int = KEY_CHUNK,
         patch_embed_method: str = "conv", gelu_approximate: bool = False, seed: int = 0,
         rngs: nnx.Rngs | None = None,
@@ -62,7 +72,7 @@ class VisionTransformer(nnx.Module):
         if width % num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
         rngs = rngs if rngs is not None else nnx.Rngs(params=seed, dropout=seed + 1)
-        self.dtype = DTYPES[dtype]
+        self.dtype = compute_dtype(dtype)
         self.pool = pool
         self.gelu_approximate = gelu_approximate
         self.in_channels = in_channels
