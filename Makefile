@@ -20,7 +20,7 @@ WORKDIR ?= runs/quickstart
 PEERS := .venv-peers/bin/python
 PEERS_STAMP := .venv-peers/.installed
 
-.PHONY: install test lint train bench bench-peers clean
+.PHONY: install test lint train bench bench-peers clean test-latest test-latest-core
 
 install: $(STAMP)
 
@@ -44,6 +44,30 @@ lint: install
 test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile README.md tests
 
+# The same code on the newest releases (requirements-latest.txt: jax 0.12, flax 0.12.12) and
+# Python 3.12, in .venv-latest. CI runs the core (model, training, checkpoints, sharding, data,
+# conversion) to stay within its time; test-latest is the whole suite (~21 min on 2 cores).
+LATEST_PY ?= $(or $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)),python3.12)
+LATEST := .venv-latest/bin/python
+LATEST_STAMP := .venv-latest/.installed
+CORE_TESTS := tests/test_models_*.py tests/test_attention.py tests/test_optim.py \
+	tests/test_checkpoints.py tests/test_train.py tests/test_sharding.py tests/test_data*.py \
+	tests/test_convert.py tests/test_loading.py tests/test_evaluators.py tests/test_resample.py \
+	tests/test_flexi.py
+
+test-latest: $(LATEST_STAMP)
+	$(LATEST) -m pytest -q -n 2 --dist loadfile README.md tests
+
+test-latest-core: $(LATEST_STAMP)
+	$(LATEST) -m pytest -q -n 2 $(CORE_TESTS)
+
+$(LATEST_STAMP): requirements-latest.txt pyproject.toml
+	test -x $(LATEST) || $(LATEST_PY) -m venv .venv-latest
+	$(LATEST) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(LATEST) -m uv pip install -q --python $(LATEST) -r requirements-latest.txt
+	$(LATEST) -m uv pip install -q --python $(LATEST) --no-deps -e .
+	touch $(LATEST_STAMP)
+
 train: install
 	$(PY) -m vit_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
@@ -62,4 +86,4 @@ $(PEERS_STAMP):
 	touch $(PEERS_STAMP)
 
 clean:
-	rm -rf .venv runs
+	rm -rf .venv .venv-latest runs

@@ -178,11 +178,13 @@ def temp_bytes(fn, n, b=1, h=4, d=32):
 
 def test_chunked_forward_backward_memory_is_linear():
     """XLA's compiled temp memory of forward+backward: N² for standard, ~N for chunked."""
-    std = {n: temp_bytes(standard, n) for n in (1024, 2048)}
-    chk = {n: temp_bytes(chunked_attention, n) for n in (1024, 2048)}
-    assert chk[2048] < std[2048] / 4  # measured 1/15
-    assert std[2048] > 3.5 * std[1024]  # quadratic: 4x per doubling
-    assert chk[2048] < 2.2 * chk[1024]  # linear (plus a constant): measured 1.7x
+    std = {n: temp_bytes(standard, n) for n in (1024, 2048, 4096)}
+    chk = {n: temp_bytes(chunked_attention, n) for n in (1024, 2048, 4096)}
+    # measured 1/16.6 with jax 0.10 and 1/8.4 with jax 0.12, whose standard kernel keeps one
+    # N x N matrix fewer (chunked: 30.9 MiB with both)
+    assert chk[4096] < std[4096] / 6
+    assert std[2048] > 3.5 * std[1024] and std[4096] > 3.5 * std[2048]  # quadratic: 4x
+    assert chk[2048] < 2.2 * chk[1024] and chk[4096] < 2.2 * chk[2048]  # linear: ~1.8x
     assert std[2048] > 2048**2 * 4 * 4  # at least one (heads, N, N) f32 matrix
 
 

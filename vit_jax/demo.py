@@ -33,26 +33,22 @@ def quick_config(steps: int = 150):
 
 
 def trained_workdir(workdir: str | Path | None = None, *, steps: int = 150) -> Path:
-    """``workdir`` (default ``runs/quickstart``) if it holds a complete checkpoint; else the cached
+    """``workdir`` (default ``runs/quickstart``) if its latest checkpoint verifies; else the cached
     small run ``runs/demo/steps_<steps>``, trained first if missing (``quick_config(steps)``).
 
     The training log is hidden (it is long); one line says what was used or trained.
     """
-    from vit_jax.checkpoints import CheckpointNotFoundError, locate
-
     path = Path(workdir) if workdir is not None else QUICKSTART_WORKDIR
-    try:
-        locate(path)  # a complete checkpoint, not just a started run
+    why = _unusable(path)
+    if why is None:
         print(f"using the trained run {path}")
         return path
-    except CheckpointNotFoundError:
-        pass
     cached = DEMO_ROOT / f"steps_{steps}"
     DEMO_ROOT.mkdir(parents=True, exist_ok=True)
     with open(DEMO_ROOT / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another notebook may be training it right now
-        if (cached / "checkpoints").is_dir():
-            print(f"no trained run at {path}; using the cached small run {cached}")
+        if _unusable(cached) is None:
+            print(f"{path}: {why}; using the cached small run {cached}")
             return cached
         from vit_jax.train import train_and_evaluate
 
@@ -61,6 +57,20 @@ def trained_workdir(workdir: str | Path | None = None, *, steps: int = 150) -> P
             results = train_and_evaluate(quick_config(steps), tmp)
         shutil.rmtree(cached, ignore_errors=True)
         tmp.rename(cached)  # complete or absent: an interrupted training is never reused
-    print(f"no trained run at {path}; trained a small ViT for {steps} steps into {cached}: "
+    print(f"{path}: {why}; trained a small ViT for {steps} steps into {cached}: "
           f"eval accuracy {results['final']['eval/accuracy']:.3f}")
     return cached
+
+
+def _unusable(workdir: Path) -> str | None:
+    """Why ``workdir``'s latest checkpoint cannot be loaded (none there; or it fails its
+    integrity check, e.g. saved by an older vit_jax), or None."""
+    from vit_jax import integrity
+    from vit_jax.checkpoints import CheckpointNotFoundError, locate
+
+    try:
+        directory, step = locate(workdir)  # a complete checkpoint, not just a started run
+    except CheckpointNotFoundError:
+        return "no trained run there"
+    reason = integrity.check(directory / str(step))
+    return None if reason is None else f"its step {step} is unusable ({reason})"
