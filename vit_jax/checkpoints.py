@@ -365,8 +365,10 @@ class Checkpointer:
             self._mngr.wait_until_finished()
 
     def close(self) -> None:
-        """Finishes pending saves and releases Orbax's threads."""
-        self._mngr.close()
+        """Finishes pending saves (``CheckpointSaveError`` if one failed) and releases
+        Orbax's threads."""
+        with self._reporting_save_errors():
+            self._mngr.close()
 
     def __enter__(self) -> Checkpointer:
         return self

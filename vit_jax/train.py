@@ -47,7 +47,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         took_over = _claim(workdir, cleanup)
         results = _load_results(workdir)
         ckpt = Checkpointer(workdir, **config.checkpoint)
-        cleanup.callback(_finish_saving, ckpt)
+        cleanup.push(_closing(ckpt.close))  # a save in flight finishes (or fails) first
         if took_over:
             log(took_over)
         if _is_complete(ckpt, results, total_steps):  # nothing to build: say so at once
@@ -181,13 +181,6 @@ def _closing(close):
             if exc_type is None:
                 raise
     return exit_callback
-
-
-def _finish_saving(ckpt: Checkpointer) -> None:
-    """Lets a save in flight finish (or fail) before the process moves on, then releases
-    Orbax's threads; a failure here is already being reported by the run."""
-    with contextlib.suppress(Exception):  # the run's own error (or success) is what counts
-        ckpt.close()
 
 
 def _restore(ckpt: Checkpointer, model, optimizer, train_iter, config: mlc.ConfigDict):

@@ -154,6 +154,11 @@ def choose_kernel(backend: str, dtype, head_dim: int, num_keys: int) -> str:
     if (backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
             and head_dim % 8 == 0 and head_dim <= 128):
         return "cudnn"
+    return _plain_kernel(num_keys)
+
+
+def _plain_kernel(num_keys: int) -> str:
+    """``auto``'s choice among the plain-JAX kernels."""
     return "chunked" if num_keys >= AUTO_CHUNK_MIN_TOKENS else "standard"
 
 
@@ -169,7 +174,7 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
                                                           implementation="cudnn"))
             except (ValueError, NotImplementedError, RuntimeError, TypeError):
                 # an unsupported cuDNN version or shape: the plain-JAX choice
-                implementation = choose_kernel("none", q.dtype, q.shape[-1], k.shape[2])
+                implementation = _plain_kernel(k.shape[2])
     if implementation == "xla":
         return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v),
                                                   implementation="xla"))
