@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TIMM_NAMES = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224",
-              "B/16": "vit_base_patch16_224"}
+              "B/16": "vit_base_patch16_224", "L/16": "vit_large_patch16_224"}
 KINDS = ("forward", "train")
 PEERS_ENV = "VIT_JAX_PEERS_PYTHON"
 PAUSE_S = 0.3  # lets the other worker's spinning pool threads go idle before a step
@@ -33,10 +33,11 @@ PAUSE_S = 0.3  # lets the other worker's spinning pool threads go idle before a 
 class Worker:
     """A benchmark worker process speaking ``benchmarks.timing.serve_loop``'s protocol."""
 
-    def __init__(self, name: str, cmd: list[str]):
+    def __init__(self, name: str, cmd: list[str], env: dict | None = None):
         self.name = name
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
         self.info: dict = {}
 
     def wait_ready(self) -> dict:
@@ -81,11 +82,17 @@ def peers_python() -> str | None:
 
 
 def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int = 224,
-         python: str | None = None) -> dict:
+         python: str | None = None, *, kinds: tuple[str, ...] = KINDS,
+         steps_per_round: int = 1, gpu: bool = False) -> dict:
     """Per variant and kind: vit_jax and timm images/s (medians) and the median per-round
     ratio vit_jax/timm (> 1: vit_jax is faster), with its spread. Each variant gets its own
     pair of workers, so each process holds one model, as a training job does (a process
-    holding several compiled models ran its steps up to 20% slower, timm's less so)."""
+    holding several compiled models ran its steps up to 20% slower, timm's less so).
+
+    ``gpu``: both on the GPU, timm as a PyTorch user runs it there (bf16 autocast,
+    ``torch.compile``, fused AdamW), vit_jax's default path (bf16, auto attention) limited to
+    45% of the GPU's memory so that the two fit side by side. A round times
+    ``steps_per_round`` steps of each and takes their mean."""
     exe = python or peers_python()
     if exe is None:
         raise RuntimeError("torch + timm not found: `make bench-peers` installs them into "
@@ -95,8 +102,9 @@ def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int 
         raise ValueError(f"no timm peer for {unknown}; peers exist for {list(TIMM_NAMES)}")
     rows, info = [], {}
     for variant in variants:
-        times, info = _duel_one(variant, batch, rounds, image_size, exe)
-        for k in KINDS:
+        times, info = _duel_one(variant, batch, rounds, image_size, exe, kinds,
+                                steps_per_round, gpu)
+        for k in kinds:
             ours, theirs = times[(k, "vit_jax")], times[(k, "timm")]
             ratios = sorted(t / o for o, t in zip(ours, theirs, strict=True))
             rows.append({"variant": variant, "kind": k, "timm_model": TIMM_NAMES[variant],
@@ -104,35 +112,41 @@ def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int 
                          "timm_img_s": batch / statistics.median(theirs),
                          "ratio": statistics.median(ratios), "ratio_min": ratios[0],
                          "ratio_max": ratios[-1], "vit_jax_s": ours, "timm_s": theirs})
-    return {"batch": batch, "rounds": rounds, "image_size": image_size, "rows": rows,
-            "workers": info}
+    return {"batch": batch, "rounds": rounds, "steps_per_round": steps_per_round,
+            "image_size": image_size, "gpu": gpu, "rows": rows, "workers": info}
 
 
-def _duel_one(variant: str, batch: int, rounds: int, image_size: int,
-              exe: str) -> tuple[dict, dict]:
+def _duel_one(variant: str, batch: int, rounds: int, image_size: int, exe: str,
+              kinds: tuple[str, ...], steps_per_round: int, gpu: bool) -> tuple[dict, dict]:
     """Step times {(kind, worker): [seconds per round]} of one variant, and the workers' info."""
-    spec = {"variants": [variant], "batch": batch, "image_size": image_size}
+    spec = {"variants": [variant], "batch": batch, "image_size": image_size,
+            "kinds": list(kinds)}
     timm_spec = {"models": {variant: TIMM_NAMES[variant]}, "batch": batch,
-                 "image_size": image_size}
+                 "image_size": image_size, "kinds": list(kinds)}
+    if gpu:
+        timm_spec.update(device="cuda", amp=True, compile=True)
+    jax_env = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.45"} if gpu else {}
     workers = {}
     try:
         # One at a time: compiling while the other one warms up would slow both.
         log(f"{variant}: starting the vit_jax worker (batch {batch})")
         workers["vit_jax"] = Worker("vit_jax", [sys.executable, "-m", "benchmarks.jax_measure",
-                                                json.dumps({"serve": spec})])
+                                                json.dumps({"serve": spec})], jax_env)
         workers["vit_jax"].wait_ready()
         log(f"{variant}: starting the timm worker ({exe})")
         workers["timm"] = Worker("timm", [exe, str(REPO / "benchmarks" / "timm_peers.py"),
-                                          json.dumps({"threads": 2, "serve": timm_spec})])
+                                          json.dumps({"threads": None if gpu else 2,
+                                                      "serve": timm_spec})])
         workers["timm"].wait_ready()
-        times = {(k, w): [] for k in KINDS for w in workers}
+        times = {(k, w): [] for k in kinds for w in workers}
         t0 = time.time()
         for r in range(rounds):
             order = ["vit_jax", "timm"] if r % 2 == 0 else ["timm", "vit_jax"]
-            for k in KINDS:
+            for k in kinds:
                 for w in order:
                     time.sleep(PAUSE_S)
-                    times[(k, w)].append(workers[w].run(f"{variant}|{k}")["wall"][0])
+                    wall = workers[w].run(f"{variant}|{k}", steps_per_round)["wall"]
+                    times[(k, w)].append(sum(wall) / len(wall))
             done = r + 1
             eta = (time.time() - t0) / done * (rounds - done)
             log(f"{variant}: round {done}/{rounds} ({time.time() - t0:.0f} s, ETA {eta:.0f} s)")

@@ -394,14 +394,17 @@ def job_quickstart(repeats: int = 3, pipeline_batches: int = 30) -> dict[str, An
             "flops": flops_of(compiled), "ratio": pipeline / train}
 
 
-def serve(variants: list[str], batch: int = 32, image_size: int = 224) -> None:
-    """Duel worker (``benchmarks/duel.py``): compiles each variant's inference and train step,
-    then runs steps on command, so the driver can alternate with timm step by step."""
+def serve(variants: list[str], batch: int = 32, image_size: int = 224,
+          kinds: tuple[str, ...] = ("forward", "train")) -> None:
+    """Duel worker (``benchmarks/duel.py``): compiles each variant's inference and/or train
+    step (``kinds``), then runs steps on command, so the driver can alternate with timm step
+    by step."""
     import jax
 
     steps: dict[str, Any] = {}
     for variant in variants:  # keys "<variant>|forward" and "<variant>|train"
-        _compare_one({"label": variant}, {}, steps, variant, batch, image_size, {}, None)
+        config = {"label": variant, **{k: k in kinds for k in ("forward", "train")}}
+        _compare_one(config, {}, steps, variant, batch, image_size, {}, None)
     serve_loop(steps, {"jax": jax.__version__})
 
 

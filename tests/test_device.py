@@ -1,0 +1,142 @@
+"""Correctness on whatever backend runs the tests: the ``device`` marker's set.
+
+On CPU these run with the suite; ``scripts/device_check.sh`` runs ``pytest -m device`` on a GPU
+(``JAX_PLATFORMS=cuda,cpu``), where the kernels list grows by cuDNN's fused attention and
+``dtype="auto"`` means bfloat16. Tolerances, relative to the norm of a float32 reference
+(``‖got − ref‖ / ‖ref‖``): float32 kernels 1e-5 (f32 matmuls at "highest" precision, no TF32),
+bfloat16 2e-2 for attention outputs and 5e-2 for gradients (bf16 keeps 8 significant bits:
+4e-3 relative per rounding; softmax and the backward pass compound a few), 3e-2 for the logits
+of a 4-layer model (0.7-1.2e-2 measured with bf16 activations on CPU).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vit_jax import create_model, sharding
+from vit_jax.models.attention import attend, standard_attention
+from vit_jax.models.vit import compute_dtype
+from vit_jax.train_step import make_train_step
+
+pytestmark = pytest.mark.device
+
+BACKEND = jax.default_backend()
+# The kernels this backend runs: cuDNN's only on GPU (it is a GPU library).
+KERNELS = ["standard", "xla", "chunked"] + (["cudnn"] if BACKEND == "gpu" else [])
+F32_TOL, BF16_TOL, BF16_GRAD_TOL, BF16_MODEL_TOL = 1e-5, 2e-2, 5e-2, 3e-2
+
+
+def rel_err(got, ref) -> float:
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert np.all(np.isfinite(got)), "non-finite values"
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+def kernel(name: str):
+    """(q, k, v) -> out in (B, H, N, hd), through one named kernel."""
+    if name == "cudnn":
+        swap = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731 (jax.nn's (B, N, H, hd) layout)
+        return lambda q, k, v: swap(jax.nn.dot_product_attention(
+            swap(q), swap(k), swap(v), implementation="cudnn"))
+    return lambda q, k, v: attend(q, k, v, name, query_chunk=64, key_chunk=96)
+
+
+def out_and_grads(fn, q, k, v, ct):
+    @jax.jit
+    def run(q, k, v):
+        out, vjp = jax.vjp(fn, q, k, v)
+        return out, vjp(ct.astype(out.dtype))
+
+    return run(q, k, v)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", KERNELS)
+def test_attention_kernels_agree_forward_and_grads(name, dtype):
+    """Each kernel against float32 standard attention, on 197 tokens (the B/16 length, not a
+    multiple of any block) with 64-wide heads; cuDNN runs half precision only."""
+    if name == "cudnn" and dtype == "float32":
+        dtype = "bfloat16"
+    ks = jax.random.split(jax.random.key(hash((name, dtype)) % 2**31), 4)
+    q, k, v = (jax.random.normal(key, (2, 4, 197, 64), jnp.float32) for key in ks[:3])
+    ct = jax.random.normal(ks[3], q.shape, jnp.float32)
+    with jax.default_matmul_precision("highest"):
+        ref, ref_grads = out_and_grads(lambda *a: standard_attention(*a)[0], q, k, v, ct)
+        cast = [x.astype(dtype) for x in (q, k, v)]
+        out, grads = out_and_grads(kernel(name), *cast, ct)
+    assert out.dtype == jnp.dtype(dtype) and out.shape == ref.shape
+    tol, grad_tol = (F32_TOL, F32_TOL) if dtype == "float32" else (BF16_TOL, BF16_GRAD_TOL)
+    assert rel_err(out, ref) < tol
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert rel_err(g, r) < grad_tol
+
+
+def test_auto_dtype_model_matches_float32():
+    """The default model (``dtype="auto"``: bf16 activations on GPU/TPU) against the same
+    parameters in float32; on CPU both are float32 and must agree to rounding."""
+    x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
+    kw = dict(image_size=64, num_classes=10, depth=4, head_zero_init=False)
+    auto = create_model("S/16", **kw)
+    f32 = create_model("S/16", **kw, dtype="float32")
+    nnx.update(f32, nnx.state(auto, nnx.Param))
+    with jax.default_matmul_precision("highest"):
+        got, ref = nnx.jit(lambda m: m(x))(auto), nnx.jit(lambda m: m(x))(f32)
+    resolved = compute_dtype("auto")
+    assert resolved == (jnp.float32 if BACKEND == "cpu" else jnp.bfloat16)
+    assert rel_err(got, ref) < (F32_TOL * 10 if resolved == jnp.float32 else BF16_MODEL_TOL)
+
+
+def test_default_train_step_learns_on_the_device():
+    """Twenty AdamW steps of the default (auto dtype, auto attention) model on one fixed batch
+    drive its loss far down: the whole step, backward pass and optimizer, runs on the device."""
+    from vit_jax import train_state
+
+    create = train_state.state_factory(
+        lambda: create_model("Ti/8", image_size=32, num_classes=4, depth=2),
+        dict(name="adamw", lr=3e-3, weight_decay=0.0, schedule="constant"))
+    model, optimizer = create()
+    graphdef, state = nnx.split((model, optimizer))
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.standard_normal((16, 32, 32, 3)), jnp.float32),
+             "labels": jax.nn.one_hot(jnp.asarray(rng.integers(0, 4, 16)), 4)}
+    step = jax.jit(make_train_step(graphdef), donate_argnums=0)
+    losses = []
+    for _ in range(20):
+        state, metrics = step(state, batch, jax.random.key(0))
+        losses.append(float(metrics["train/loss"]))
+    assert losses[-1] < 0.3 * losses[0], losses
+    assert next(iter(jax.tree.leaves(state))).devices() == {jax.devices()[0]}
+
+
+def test_sharded_step_on_a_one_device_mesh_equals_the_plain_step():
+    """The trainer's GSPMD path (named shardings over a data x fsdp mesh of the default
+    backend's first device) computes what the plain jitted step does: bitwise on CPU; on a GPU,
+    where two compilations may pick different cuBLAS/cuDNN algorithms, to float32 rounding."""
+    from vit_jax import train_state
+
+    create = train_state.state_factory(
+        lambda: create_model("Ti/8", image_size=32, num_classes=4, depth=2),
+        dict(name="adamw", lr=1e-3, weight_decay=0.05, schedule="constant"))
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
+    graphdef, sharded_state, shardings = sharding.create_sharded_state(create, mesh)
+    plain_state = jax.jit(lambda: nnx.split(create())[1])()
+    rng = np.random.default_rng(1)
+    batch = {"image": jnp.asarray(rng.standard_normal((8, 32, 32, 3)), jnp.float32),
+             "labels": jax.nn.one_hot(jnp.asarray(rng.integers(0, 4, 8)), 4)}
+    step_fn = make_train_step(graphdef)
+    plain, m_plain = jax.jit(step_fn)(plain_state, batch, jax.random.key(0))
+    sharded, m_sharded = sharding.jit_train_step(step_fn, shardings, mesh)(
+        sharded_state, sharding.shard_batch(batch, mesh), jax.random.key(0))
+    same = (np.testing.assert_array_equal if BACKEND == "cpu" else
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6))
+    same(float(m_plain["train/loss"]), float(m_sharded["train/loss"]))
+    jax.tree.map(lambda a, b: same(raw(a), raw(b)), plain, sharded)
+
+
+def raw(x: jax.Array) -> np.ndarray:
+    """Host copy of an array, a PRNG key as its key data."""
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.asarray(x)

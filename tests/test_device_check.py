@@ -1,0 +1,81 @@
+"""scripts/device_check.sh in its tiny mode on CPU: the GPU check's whole path, so it never rots.
+
+The GPU run itself (benchmarks/RESULTS_GPU.md) happens only on a GPU machine; this runs the same
+script, sections and report at toy sizes in about a minute.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def device_check(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("JAX_PLATFORMS", None)  # the script's own choice, as on a GPU machine
+    return subprocess.run([str(REPO / "scripts" / "device_check.sh"), *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("device_check")
+    r = device_check("--tiny", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((out / "RESULTS_GPU.json").read_text()), (out / "RESULTS_GPU.md").read_text()
+
+
+def test_tiny_check_runs_every_section(tiny):
+    results, _ = tiny
+    env, s = results["env"], results["sections"]
+    assert env["backend"] == "cpu" and env["auto_dtype"] == "float32"
+    assert "skipped" not in s, s.get("skipped")
+    c = s["correctness"]
+    assert c["pytest"]["returncode"] == 0 and "1 passed" in c["pytest"]["summary"]
+    assert c["quickstart"]["returncode"] == 0 and c["quickstart"]["step"] == 20
+    assert 0.0 <= c["quickstart"]["accuracy"] <= 1.0
+    assert s["peak"]["bfloat16"] > 0 and s["peak"]["float32"] > 0
+    assert set(s["speed"]) == {"Ti/16", "S/16"}
+    for name, row in s["speed"].items():
+        assert row["train"]["img_s"] > 0 and row["forward"]["img_s"] > 0
+        assert row["analytic_flops"] > 0 and row["train"]["xla_flops"] > row["analytic_flops"] / 2
+        # The planner predicts XLA's own buffer assignment of the step it measured.
+        predicted = s["plan"][name]["predicted_peak_bytes"]
+        assert abs(predicted / row["train"]["xla_memory"]["peak"] - 1) < 0.01
+    assert set(s["pixels"]) == {"chunked", "auto"}
+    assert all(row["train"]["img_s"] > 0 for row in s["pixels"].values())
+    flags = s["flags"]["flags"]
+    assert flags["default"]["step_s"] > 0 and flags["no_fast_min_max"]["ratio"] > 0
+    peer = s["peer"]
+    assert "skipped" in peer or all(row["ratio"] > 0 for row in peer["rows"])
+
+
+def test_tiny_report_has_every_table(tiny):
+    _, md = tiny
+    for heading in ("## 1. Correctness", "## 2. Speed and memory", "## 3. The peer",
+                    "## 4. Pixel tokens", "## 5. XLA options", "## Targets"):
+        assert heading in md
+    assert "| Ti/16 | 4 |" in md and "| S/1 | 8² | 65 | chunked" in md
+
+
+def test_a_budget_too_small_skips_sections_and_still_reports(tmp_path):
+    r = device_check("--tiny", "--out", str(tmp_path), "--budget-s", "1", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((tmp_path / "RESULTS_GPU.json").read_text())
+    skipped = results["sections"]["skipped"]
+    assert any(s.startswith("correctness: out of time") for s in skipped)
+    assert any(s.startswith("speed Ti/16: out of time") for s in skipped)
+    assert "Skipped: correctness: out of time" in (tmp_path / "RESULTS_GPU.md").read_text()
+
+
+def test_bad_budget_is_one_line_error(tmp_path):
+    r = device_check("--budget-s", "-3", "--out", str(tmp_path), timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "--budget-s must be a positive number of seconds, got -3.0")
+    assert not (tmp_path / "RESULTS_GPU.json").exists()
