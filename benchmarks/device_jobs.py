@@ -73,9 +73,11 @@ def job_env() -> dict[str, Any]:
             "auto_dtype": jnp.dtype(compute_dtype("auto")).name}
 
 
-def job_peak(n: int = 8192, repeats: int = 20) -> dict[str, Any]:
+def job_peak(n: int = 8192, repeats: int = 20, warmup_s: float = 2.0) -> dict[str, Any]:
     """Median TFLOP/s of an n×n×n matmul in bf16 and in f32 (JAX's default precision), on
-    random data (zeros run faster on some GPUs)."""
+    random data (zeros run faster on some GPUs), after ``warmup_s`` of the same products: an
+    idle GPU's clock takes a moment to rise (3 warm-up products measured 584 TFLOP/s on an
+    H200 that PyTorch measures at 770-800 warm)."""
     import jax
     import jax.numpy as jnp
 
@@ -84,8 +86,11 @@ def job_peak(n: int = 8192, repeats: int = 20) -> dict[str, Any]:
         a = jax.random.normal(jax.random.key(0), (n, n), dtype)
         b = jax.random.normal(jax.random.key(1), (n, n), dtype)
         dot = jax.jit(jnp.dot).lower(a, b).compile()
+        t_end = time.perf_counter() + warmup_s
+        while time.perf_counter() < t_end:
+            dot(a, b).block_until_ready()
         wall, _ = timed(lambda dot=dot, a=a, b=b: dot(a, b).block_until_ready(), repeats,
-                        warmup=3)
+                        warmup=0)
         out[dtype] = 2 * n**3 / statistics.median(wall) / 1e12
         log(f"{dtype} matmul {n}: {out[dtype]:.1f} TFLOP/s")
     return out
@@ -147,17 +152,22 @@ def job_speed(variant: str, batch: int, image_size: int = 224, overrides: dict |
     return out
 
 
-def job_plan(variant: str, batch: int, image_size: int = 224, dtype: str = "float32",
-             overrides: dict | None = None) -> dict[str, Any]:
-    """The planner's per-device peak for ``variant`` at ``dtype`` (the dtype ``auto`` resolves
-    to on the measured device), as ``python -m vit_jax.plan`` computes it."""
+def job_plan(variants: list[list], image_size: int = 224, dtype: str = "float32",
+             overrides: dict | None = None, backend: str = "cpu") -> dict[str, Any]:
+    """The planner's per-device peak for each ``[variant, batch]`` at ``dtype`` (the dtype
+    ``auto`` resolves to on the measured device), as ``python -m vit_jax.plan --backend``
+    computes it."""
     from vit_jax import plan
 
-    config = plan.variant_config(variant, image_size, dtype=dtype, **(overrides or {}))
-    r = plan.plan(config, {"data": 1}, batch=batch, num_classes=1000, search=False,
-                  flops=False, auto_scan=False)
-    return {"variant": variant, "batch": batch, "dtype": dtype,
-            "predicted_peak_bytes": r["base"]["peak_bytes"], "plan_seconds": r["plan_seconds"]}
+    out = {}
+    for variant, batch in variants:
+        config = plan.variant_config(variant, image_size, dtype=dtype, **(overrides or {}))
+        r = plan.plan(config, {"data": 1}, batch=batch, num_classes=1000, search=False,
+                      flops=False, auto_scan=False, backend=backend)
+        out[variant] = {"batch": batch, "predicted_peak_bytes": r["base"]["peak_bytes"],
+                        "plan_seconds": r["plan_seconds"]}
+        log(f"plan {variant} on {backend}: {r['base']['peak_bytes'] / 2**30:.2f} GiB")
+    return {"backend": backend, "dtype": dtype, "variants": out}
 
 
 def job_flags(variant: str, batch: int, flags: dict[str, dict], image_size: int = 224,

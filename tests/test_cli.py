@@ -105,6 +105,13 @@ def test_bad_sweep_and_plan_commands_are_one_line_and_exit_2(tmp_path):
     (tmp_path / "configs").unlink()
     done = run(tmp_path, "vit_jax.plan", ["--variant=Q/16", "--mesh=fsdp=2"])
     assert_one_line_error(done, r"unknown ViT size 'Q'")
+    (tmp_path / "configs").unlink()
+    done = run(tmp_path, "vit_jax.plan", ["--variant=Ti/16", "--backend=xpu"])
+    assert_one_line_error(done, r"--backend.*xpu")
+    (tmp_path / "configs").unlink()
+    done = run(tmp_path, "vit_jax.plan", ["--variant=Ti/16", "--mesh=data=1", "--backend=gpu"])
+    assert_one_line_error(done, r"--backend=gpu: JAX finds no gpu here; plan with --backend=cpu, "
+                                r"or on a machine with the accelerator")
 
 
 def test_workdir_that_is_a_file_is_one_line(tmp_path):

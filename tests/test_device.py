@@ -9,6 +9,8 @@ bfloat16 2e-2 for attention outputs and 5e-2 for gradients (bf16 keeps 8 signifi
 of a 4-layer model (0.7-1.2e-2 measured with bf16 activations on CPU).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,16 +54,22 @@ def out_and_grads(fn, q, k, v, ct):
     return run(q, k, v)
 
 
+def qkv_ct(seed: int, n: int):
+    ks = jax.random.split(jax.random.key(seed), 4)
+    q, k, v = (jax.random.normal(key, (2, 4, n, 64), jnp.float32) for key in ks[:3])
+    return q, k, v, jax.random.normal(ks[3], q.shape, jnp.float32)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("name", KERNELS)
 def test_attention_kernels_agree_forward_and_grads(name, dtype):
     """Each kernel against float32 standard attention, on 197 tokens (the B/16 length, not a
-    multiple of any block) with 64-wide heads; cuDNN runs half precision only."""
+    multiple of any block) with 64-wide heads; cuDNN runs half precision only, and even
+    lengths only (196: B/16 without its class token)."""
+    n = 196 if name == "cudnn" else 197
     if name == "cudnn" and dtype == "float32":
         dtype = "bfloat16"
-    ks = jax.random.split(jax.random.key(hash((name, dtype)) % 2**31), 4)
-    q, k, v = (jax.random.normal(key, (2, 4, 197, 64), jnp.float32) for key in ks[:3])
-    ct = jax.random.normal(ks[3], q.shape, jnp.float32)
+    q, k, v, ct = qkv_ct(hash((name, dtype)) % 2**31, n)
     with jax.default_matmul_precision("highest"):
         ref, ref_grads = out_and_grads(lambda *a: standard_attention(*a)[0], q, k, v, ct)
         cast = [x.astype(dtype) for x in (q, k, v)]
@@ -71,6 +79,49 @@ def test_attention_kernels_agree_forward_and_grads(name, dtype):
     assert rel_err(out, ref) < tol
     for g, r in zip(grads, ref_grads, strict=True):
         assert rel_err(g, r) < grad_tol
+
+
+def padded_to_even(implementation: str):
+    """Attention over an odd token count through ``jax.nn.dot_product_attention`` padded by one
+    masked key/query (``key_value_seq_lengths``): how cuDNN could serve 197 tokens, which it
+    rejects as such. On CPU the same padding runs through the "xla" implementation."""
+    def attention(q, k, v):
+        n = q.shape[2]
+        pad = lambda x: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, n % 2), (0, 0), (0, 0)))  # noqa: E731
+        lengths = jnp.full((q.shape[0],), n, jnp.int32)
+        out = jax.nn.dot_product_attention(pad(q), pad(k), pad(v), key_value_seq_lengths=lengths,
+                                           implementation=implementation)
+        return jnp.swapaxes(out[:, :n], 1, 2)
+    return attention
+
+
+def test_odd_length_padded_to_even_matches_standard():
+    """The next step for cuDNN on ViTs with a class token (its numerics, not only its speed,
+    must hold): on GPU through cuDNN in bf16, on CPU through XLA in f32."""
+    gpu = BACKEND == "gpu"
+    dtype = jnp.bfloat16 if gpu else jnp.float32
+    q, k, v, ct = qkv_ct(3, 197)
+    with jax.default_matmul_precision("highest"):
+        ref, ref_grads = out_and_grads(lambda *a: standard_attention(*a)[0], q, k, v, ct)
+        out, grads = out_and_grads(padded_to_even("cudnn" if gpu else "xla"),
+                                   *(x.astype(dtype) for x in (q, k, v)), ct)
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) < (BF16_TOL if gpu else F32_TOL)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert rel_err(g, r) < (BF16_GRAD_TOL if gpu else F32_TOL)
+
+
+def test_auto_kernel_of_the_default_model():
+    """What ``attention="auto"`` compiles to in the default B/16-length model on this backend:
+    cuDNN's custom call only at an even token count on GPU (196 without the class token)."""
+    x = jnp.zeros((2, 56, 56, 3))
+    kw = dict(image_size=56, num_classes=4, depth=1, head_zero_init=False)
+    for class_token, pool in ((True, "cls"), (False, "gap")):
+        model = create_model("S/4", **kw, class_token=class_token, pool=pool)
+        graphdef, state = nnx.split(model)
+        forward = functools.partial(lambda g, s: nnx.merge(g, s)(x), graphdef)
+        hlo = jax.jit(forward).lower(state).compile().as_text()
+        assert ("cudnn$fmha" in hlo) == (BACKEND == "gpu" and not class_token), class_token
 
 
 def test_auto_dtype_model_matches_float32():

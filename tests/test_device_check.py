@@ -45,7 +45,7 @@ def test_tiny_check_runs_every_section(tiny):
         assert row["train"]["img_s"] > 0 and row["forward"]["img_s"] > 0
         assert row["analytic_flops"] > 0 and row["train"]["xla_flops"] > row["analytic_flops"] / 2
         # The planner predicts XLA's own buffer assignment of the step it measured.
-        predicted = s["plan"][name]["predicted_peak_bytes"]
+        predicted = s["plan"]["cpu"]["variants"][name]["predicted_peak_bytes"]
         assert abs(predicted / row["train"]["xla_memory"]["peak"] - 1) < 0.01
     assert set(s["pixels"]) == {"chunked", "auto"}
     assert all(row["train"]["img_s"] > 0 for row in s["pixels"].values())

@@ -150,7 +150,7 @@ def test_cli_json():
          "--num_classes=8", "--mesh=fsdp=2", "--batch=8", "--device_memory=50KiB", "--json"],
         capture_output=True, text=True, check=True, timeout=120).stdout
     r = json.loads(out)
-    assert r["devices"] == 2 and r["per_device_batch"] == 4
+    assert r["devices"] == 2 and r["per_device_batch"] == 4 and r["backend"] == "cpu"
     assert r["variant"] == "mu/4" and r["flops"]["xla_method"] == "direct"
     # 50 KiB is below the state itself (90 KiB): nothing is compiled in vain, the note says why.
     assert r["fits"] is False and r["suggestion"] is None and r["tried"] == []

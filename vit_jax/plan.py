@@ -6,7 +6,8 @@
       --device_memory=80GiB --config.model.pool=map [--image_size=384] [--json]
 
 The train step the trainer runs (``make_train_step`` jitted by ``sharding.jit_train_step``) is
-lowered and compiled ahead of time for the mesh on fake CPU devices, from abstract inputs only:
+lowered and compiled ahead of time for the mesh (fake CPU devices unless ``--backend`` names the
+machine's accelerator), from abstract inputs only:
 the state comes from ``nnx.eval_shape`` and its shardings from ``param_partition_specs``, so a
 g/14 on 64 devices plans on a laptop. What is reported, per device:
 
@@ -22,17 +23,23 @@ g/14 on 64 devices plans on a laptop. What is reported, per device:
   + temp), the project's one definition; the generated code is listed apart.
 - FLOPs: XLA's ``cost_analysis()``, which for a partitioned program also counts one device's
   share (x devices = the step's total; it counts a loop body once, see ``xla_flops``), next to
-  the analytic estimate (``analytic_flops``).
+  the analytic estimate (``analytic_flops``). XLA:GPU leaves out the matmuls it hands to cuBLAS
+  (B/16: 1.2 of 27 TFLOP counted), so on a GPU the analytic count is the one to use.
 
 If the step does not fit ``--device_memory``, cheaper-memory variants are compiled in the order of
 their cost (rematerialisation first, then micro-batching) and the first that fits is suggested.
 
-Caveats: the numbers are XLA:CPU's buffer assignment, not yet checked against an accelerator.
-TPU/GPU compilers fuse, pad (TPU tiles) and schedule collectives differently and may
-rematerialise on their own: treat peak as an estimate and keep headroom. ``dtype=auto`` compiles
-in float32 here (the CPU's choice): pass ``--config.model.dtype=bfloat16`` for an accelerator's
-activations, though XLA:CPU makes it look worse than it is: ``dtype=bfloat16`` is
-pessimistic here (XLA:CPU computes bf16 dots in f32: B/16 temp only -17 %). Compiled memory also
+``--backend=gpu`` (or ``tpu``) compiles for the accelerator of the machine it runs on instead of
+fake CPU devices: its compiler's buffer assignment is what the trainer gets. On one H200,
+XLA:GPU's memory analysis of the default train step (what this reports there; the device check
+measured it on the plain jitted step) matched the measured peak
+(``memory_stats()["peak_bytes_in_use"]``) to 0.01% for Ti/16, S/16, B/16 and L/16, where the
+planner's XLA:CPU estimate of the same bf16 step was 1.64-1.69x too high
+(benchmarks/RESULTS_GPU.md):
+XLA:GPU fuses more and keeps fewer intermediates. So on CPU the peak is a safe upper bound for
+a GPU, not an estimate; plan on the accelerator when you have one (a mesh no larger than its
+devices). ``dtype=auto`` resolves for the compiling backend (float32 on CPU): pass
+``--config.model.dtype=bfloat16`` when planning an accelerator's job on the CPU. Compiled memory
 ignores the runtime's own reservations (GPU: CUDA context, XLA's preallocation fraction).
 """
 
@@ -185,8 +192,25 @@ def _with(config: mlc.ConfigDict, **changes: Any) -> mlc.ConfigDict:
     return c
 
 
-def _devices(n: int) -> list:
-    devices = jax.devices("cpu")
+BACKENDS = ("cpu", "gpu", "tpu")
+
+
+def _available(backend: str) -> list:
+    """The devices of ``backend`` (one line naming the fix when JAX has none here)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    try:
+        return jax.devices(backend)
+    except RuntimeError:
+        raise ValueError(f"--backend={backend}: JAX finds no {backend} here; plan with "
+                         "--backend=cpu, or on a machine with the accelerator") from None
+
+
+def _devices(n: int, backend: str = "cpu") -> list:
+    devices = _available(backend)
+    if backend != "cpu" and len(devices) < n:
+        raise ValueError(f"the mesh needs {n} devices but this machine has {len(devices)} "
+                         f"{backend} devices; plan a larger mesh with --backend=cpu")
     if len(devices) < n:
         raise ValueError(
             f"the mesh needs {n} devices but jax has {len(devices)} CPU devices; set "
@@ -226,9 +250,12 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, P()))
     lowered = step.lower(abstract_state, inputs, rng)
     t1 = time.perf_counter()
-    # The executable never runs: LLVM optimisation only costs time (-40 % compile CPU time; the
-    # buffer assignment and cost analysis come from the HLO passes and are identical).
-    compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
+    # On XLA:CPU the executable never runs: LLVM optimisation only costs time (-40 % compile CPU
+    # time; the buffer assignment and cost analysis come from the HLO passes and are identical).
+    # An accelerator compiles exactly the trainer's program.
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
+    compiled = lowered.compile(
+        compiler_options={"xla_backend_optimization_level": 0} if on_cpu else None)
     t2 = time.perf_counter()
     cost = train_state.step_cost(compiled)
     xla = dict(argument=cost.argument_bytes, output=cost.output_bytes, alias=cost.alias_bytes,
@@ -310,7 +337,8 @@ def candidates(remat_policy: str, grad_accum_steps: int, per_device_batch: int,
 
 def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None = None,
          device_memory: int | str | None = None, *, num_classes: int | None = None,
-         auto_scan: bool = True, search: bool = True, flops: bool = True) -> dict:
+         auto_scan: bool = True, search: bool = True, flops: bool = True,
+         backend: str = "cpu") -> dict:
     """Plans ``config``'s train step on ``mesh_cfg``: per-device memory, FLOPs, fits, suggestion.
 
     ``batch`` defaults to ``config.batch_size``; ``device_memory`` (bytes or "80GiB") turns on
@@ -322,9 +350,10 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
     batch = int(batch or config.batch_size)
     given = dict(mesh_cfg.items()) if hasattr(mesh_cfg, "items") else dict(mesh_cfg)
     fixed = math.prod(v for v in given.values() if v > 0)
-    sizes = sharding.mesh_shape(given, len(jax.devices("cpu")) if -1 in given.values() else fixed)
+    sizes = sharding.mesh_shape(given, len(_available(backend)) if -1 in given.values()
+                                else fixed)
     n_devices = math.prod(sizes.values())
-    mesh = sharding.make_mesh(sizes, _devices(n_devices))
+    mesh = sharding.make_mesh(sizes, _devices(n_devices, backend))
     batch_devices = sizes["data"] * sizes["fsdp"]
     if batch % batch_devices:
         raise ValueError(f"batch {batch} is not divisible by data*fsdp={batch_devices}; use a "
@@ -366,7 +395,8 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
         tokens=math.prod(model.grid) + model.num_prefix,
         depth=depth, scan=bool(config.model.get("scan", False)),
         dtype=jnp.dtype(model.dtype).name if hasattr(model, "dtype") else "float32",
-        mesh=sizes, devices=n_devices, batch=batch, per_device_batch=batch // batch_devices,
+        backend=backend, mesh=sizes, devices=n_devices, batch=batch,
+        per_device_batch=batch // batch_devices,
         device_memory=budget, fits=base["fits"], base=base, tried=tried, suggestion=suggestion,
         notes=notes)
     if flops:
@@ -478,7 +508,7 @@ def format_plan(r: dict) -> str:
     lines = [f"{r['variant']}  {r['params'] / 1e6:.1f}M params  "
              f"{'x'.join(map(str, r['image_size']))}  {r['tokens']} tokens  depth {r['depth']}  "
              f"dtype {r['dtype']}",
-             f"mesh {mesh} ({r['devices']} devices)  batch {r['batch']} "
+             f"mesh {mesh} ({r['devices']} {r['backend']} devices)  batch {r['batch']} "
              f"({r['per_device_batch']}/device)  device memory {_size(budget)}"]
     lines += [f"note: {n}" for n in r["notes"]]
     head = ("remat", "accum", "scan", "params", "opt", "batch", "args", "out", "alias", "temp",
@@ -551,7 +581,6 @@ def cli_config(config: mlc.ConfigDict | None, variant: str | None,
 
 def _cli() -> None:
     import json
-    import os
     import sys
 
     from absl import flags
@@ -573,6 +602,9 @@ def _cli() -> None:
     auto_scan = flags.DEFINE_bool("auto_scan", True, f"scan=True for depth >= {AUTO_SCAN_DEPTH} "
                                   "unless --config.model.scan is given.")
     as_json = flags.DEFINE_bool("json", False, "Print the plan as JSON.")
+    backend_flag = flags.DEFINE_enum(
+        "backend", "cpu", list(BACKENDS), "Compile for this backend: cpu (fake devices, any "
+        "mesh) or the accelerator this machine has (its compiler's own memory figures).")
 
     def main(argv: list[str]) -> None:
         try:
@@ -583,16 +615,17 @@ def _cli() -> None:
                 raise ValueError(f"mesh {mesh_cfg} has a -1 axis; give every size, "
                                  "e.g. --mesh=fsdp=8,tensor=1")
             # Fake CPU devices: must be set before the backend starts (nothing touched it yet).
-            jax.config.update("jax_platforms", "cpu")
+            if backend_flag.value == "cpu":
+                jax.config.update("jax_platforms", "cpu")
             jax.config.update("jax_num_cpu_devices", math.prod(mesh_cfg.values()))
             explicit_scan = any(a.startswith("--config.model.scan") for a in sys.argv)
             result = plan(config, mesh_cfg, batch.value, memory.value, num_classes=num_classes,
-                          auto_scan=auto_scan.value and not explicit_scan)
+                          auto_scan=auto_scan.value and not explicit_scan,
+                          backend=backend_flag.value)
         except ValueError as e:
             cli.fail(str(e))
         print(json.dumps(result, indent=1) if as_json.value else format_plan(result))
 
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     cli.run(main)
 
 

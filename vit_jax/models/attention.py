@@ -13,8 +13,9 @@ Kernels (``implementation=``, the model's ``attention=`` option):
   backward: each query block is ``jax.checkpoint``-ed, so the backward pass recomputes one block's
   (qc, N) scores at a time instead of keeping all N×N. Pixel tokens (patch 1 on 32×32 = 1024
   tokens) need this.
-- ``auto``: cuDNN flash attention on GPU for bf16/f16, ``chunked`` for long sequences, otherwise
-  ``standard`` (see ``AUTO_CHUNK_MIN_TOKENS`` for the CPU measurement behind the threshold).
+- ``auto``: cuDNN flash attention on GPU for bf16/f16 at even token counts (``choose_kernel``),
+  ``chunked`` for long sequences, otherwise ``standard`` (see ``AUTO_CHUNK_MIN_TOKENS`` for the
+  CPU measurement behind the threshold).
 """
 
 from __future__ import annotations
@@ -147,12 +148,20 @@ def _bnhd(x: Array) -> Array:
     return jnp.swapaxes(x, 1, 2)  # (B, H, N, hd) <-> (B, N, H, hd), jax.nn's layout
 
 
-def choose_kernel(backend: str, dtype, head_dim: int, num_keys: int) -> str:
+def choose_kernel(backend: str, dtype, head_dim: int, num_keys: int,
+                  num_queries: int | None = None) -> str:
     """What ``auto`` runs: cuDNN's fused attention on GPU where it applies (half precision,
-    head_dim a multiple of 8 up to 128), else ``chunked`` from ``AUTO_CHUNK_MIN_TOKENS`` keys
-    on, else ``standard``."""
+    head_dim a multiple of 8 up to 128, even query and key counts), else ``chunked`` from
+    ``AUTO_CHUNK_MIN_TOKENS`` keys on, else ``standard``.
+
+    Even lengths: cuDNN (through jax 0.11.2, on an H200) rejects odd ones, forward and backward
+    (196, 200, 256, 4096 ran; 197, 257, 4097 raised "Unsupported sequence length"), so a ViT with
+    a class token (197 tokens at B/16) runs ``standard`` on GPU, and ``class_token=False`` or one
+    register token makes the count even (benchmarks/RESULTS_GPU.md)."""
+    num_queries = num_keys if num_queries is None else num_queries
     if (backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-            and head_dim % 8 == 0 and head_dim <= 128):
+            and head_dim % 8 == 0 and head_dim <= 128
+            and num_keys % 2 == 0 and num_queries % 2 == 0):
         return "cudnn"
     return _plain_kernel(num_keys)
 
@@ -167,7 +176,8 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
     """Attention output only, through the kernel named by ``implementation``; q, k, v and the
     output are (B, H, N, hd)."""
     if implementation == "auto":
-        implementation = choose_kernel(jax.default_backend(), q.dtype, q.shape[-1], k.shape[2])
+        implementation = choose_kernel(jax.default_backend(), q.dtype, q.shape[-1], k.shape[2],
+                                       q.shape[2])
         if implementation == "cudnn":
             try:
                 return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v),
