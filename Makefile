@@ -20,7 +20,7 @@ WORKDIR ?= runs/quickstart
 PEERS := .venv-peers/bin/python
 PEERS_STAMP := .venv-peers/.installed
 
-.PHONY: install test lint train bench bench-peers clean test-latest test-latest-core
+.PHONY: install test lint train bench bench-peers clean test-latest test-latest-core device-check
 
 install: $(STAMP)
 
@@ -75,6 +75,11 @@ train: install
 # timm are never vit_jax dependencies. pip (not uv) takes torch from this machine's local cache.
 bench: install
 	$(PY) -m benchmarks.throughput
+
+# The device check on this machine's accelerator (~7 min on one H200; `make install ACCEL=...`
+# first): writes benchmarks/RESULTS_GPU.md. timm's side comes from .venv-peers when present.
+device-check: install
+	PYTHON=$(PY) scripts/device_check.sh
 
 bench-peers: install $(PEERS_STAMP)
 	$(PY) -m benchmarks.throughput --peers

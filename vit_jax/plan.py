@@ -24,7 +24,7 @@ g/14 on 64 devices plans on a laptop. What is reported, per device:
 - FLOPs: XLA's ``cost_analysis()``, which for a partitioned program also counts one device's
   share (x devices = the step's total; it counts a loop body once, see ``xla_flops``), next to
   the analytic estimate (``analytic_flops``). XLA:GPU leaves out the matmuls it hands to cuBLAS
-  (B/16: 1.2 of 27 TFLOP counted), so on a GPU the analytic count is the one to use.
+  (most of them), so on a GPU the analytic count is the one to use.
 
 If the step does not fit ``--device_memory``, cheaper-memory variants are compiled in the order of
 their cost (rematerialisation first, then micro-batching) and the first that fits is suggested.
@@ -32,13 +32,11 @@ their cost (rematerialisation first, then micro-batching) and the first that fit
 ``--backend=gpu`` (or ``tpu``) compiles for the accelerator of the machine it runs on instead of
 fake CPU devices: its compiler's buffer assignment is what the trainer gets. On one H200,
 XLA:GPU's memory analysis of the default train step (what this reports there; the device check
-measured it on the plain jitted step) matched the measured peak
-(``memory_stats()["peak_bytes_in_use"]``) to 0.01% for Ti/16, S/16, B/16 and L/16, where the
-planner's XLA:CPU estimate of the same bf16 step was 1.64-1.69x too high
-(benchmarks/RESULTS_GPU.md):
-XLA:GPU fuses more and keeps fewer intermediates. So on CPU the peak is a safe upper bound for
-a GPU, not an estimate; plan on the accelerator when you have one (a mesh no larger than its
-devices). ``dtype=auto`` resolves for the compiling backend (float32 on CPU): pass
+took it from the plain jitted step) matched the measured peak, where the planner's XLA:CPU
+figure for the same bf16 step was well above it (benchmarks/RESULTS_GPU.md): XLA:GPU fuses more
+and keeps fewer intermediates. So on CPU the peak is a safe upper bound for a GPU, not an
+estimate; plan on the accelerator when you have one (a mesh no larger than its devices).
+``dtype=auto`` resolves for the compiling backend (float32 on CPU): pass
 ``--config.model.dtype=bfloat16`` when planning an accelerator's job on the CPU. Compiled memory
 ignores the runtime's own reservations (GPU: CUDA context, XLA's preallocation fraction).
 """

@@ -9,6 +9,9 @@ TPU job).
 ``CPU_FLAGS`` is empty today: no flag measured on our CPUs speeds up the train step (the flag
 sets tried, e.g. XLA:CPU's YNNPACK fusions off, and their figures: benchmarks/RESULTS.md;
 ``python -m benchmarks.throughput`` re-measures them). Put a flag here only with a measurement.
+No GPU flag is set either: none tried on one H200 sped up the B/16 train step
+(benchmarks/RESULTS_GPU.md; ``scripts/device_check.sh`` re-measures them); a GPU flag would get
+its own tuple, applied only when the backend is a GPU.
 
 Opt out with ``VIT_JAX_CPU_FLAGS=0`` (then ``XLA_FLAGS`` is left exactly as the user set it).
 """

@@ -154,10 +154,9 @@ def choose_kernel(backend: str, dtype, head_dim: int, num_keys: int,
     head_dim a multiple of 8 up to 128, even query and key counts), else ``chunked`` from
     ``AUTO_CHUNK_MIN_TOKENS`` keys on, else ``standard``.
 
-    Even lengths: cuDNN (through jax 0.11.2, on an H200) rejects odd ones, forward and backward
-    (196, 200, 256, 4096 ran; 197, 257, 4097 raised "Unsupported sequence length"), so a ViT with
-    a class token (197 tokens at B/16) runs ``standard`` on GPU, and ``class_token=False`` or one
-    register token makes the count even (benchmarks/RESULTS_GPU.md)."""
+    Even lengths: cuDNN rejects odd ones ("Unsupported sequence length", jax 0.11.2 on an H200:
+    benchmarks/RESULTS_GPU.md), so a ViT with a class token (197 tokens at B/16) runs
+    ``standard`` on GPU; ``class_token=False`` or one register token makes the count even."""
     num_queries = num_keys if num_queries is None else num_queries
     if (backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
             and head_dim % 8 == 0 and head_dim <= 128
