@@ -20,7 +20,7 @@ WORKDIR ?= runs/quickstart
 PEERS := .venv-peers/bin/python
 PEERS_STAMP := .venv-peers/.installed
 
-.PHONY: install test lint train bench bench-peers clean test-latest test-latest-core device-check
+.PHONY: install test lint train bench bench-peers clean test-latest test-latest-core device-check bench-input
 
 install: $(STAMP)
 
@@ -78,6 +78,11 @@ bench: install
 
 # The device check on this machine's accelerator (~7 min on one H200; `make install ACCEL=...`
 # first): writes benchmarks/RESULTS_GPU.md. timm's side comes from .venv-peers when present.
+# The host input pipeline per CPU core on ImageNet-style JPEGs (benchmarks/INPUT_PIPELINE.md);
+# torchvision beside it from .venv-peers when present.
+bench-input: install
+	$(PY) -m benchmarks.input_pipeline --peers
+
 device-check: install
 	PYTHON=$(PY) scripts/device_check.sh
 

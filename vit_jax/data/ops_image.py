@@ -282,7 +282,9 @@ class ValueRange:
         self.bounds = (np.float32(vmin), np.float32(vmax)) if clip_values else None
 
     def __call__(self, example, rng):
-        image = example["image"].astype(np.float32) * self.scale + self.offset
+        image = example["image"].astype(np.float32)  # in place from here: no temporaries
+        image *= self.scale
+        image += self.offset
         if self.bounds is not None:
             image = np.clip(image, *self.bounds)
         return {**example, "image": image}
