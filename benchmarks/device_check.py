@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from benchmarks.timing import host_info
 
 REPO = Path(__file__).resolve().parents[1]
 GiB = 2**30
@@ -101,32 +102,6 @@ class Check:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "RESULTS_GPU.json").write_text(json.dumps(self.results, indent=1))
         (self.out / "RESULTS_GPU.md").write_text(report(self.results))
-
-
-def host_info() -> dict[str, Any]:
-    """CPU model and the ISA flags that matter for XLA:CPU, GPU name and driver."""
-    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "machine": platform.machine()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        for line in cpuinfo.splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                info["isa"] = sorted(f for f in flags if f.startswith(("avx512", "amx"))
-                                     or f in ("avx2", "fma"))
-                break
-    except OSError:
-        pass
-    try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=20)
-        if smi.returncode == 0:
-            info["gpu"] = smi.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return info
 
 
 def job(spec: dict, timeout: float, env: dict | None = None) -> dict:

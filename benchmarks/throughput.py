@@ -31,6 +31,7 @@ from pathlib import Path
 
 from benchmarks.duel import TIMM_NAMES, duel
 from benchmarks.duel import table as duel_table
+from benchmarks.timing import host_info
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "levers")
@@ -391,7 +392,8 @@ def report(run: dict) -> str:
         "# vit_jax throughput on this machine", "",
         f"`{cmd}` — {time.strftime('%Y-%m-%d %H:%M', time.localtime(run['started']))}, "
         f"{run['minutes']:.1f} min.", "",
-        f"- CPU: {cpu}, {os.cpu_count()} cores; jax {main.get('jax')} on "
+        f"- CPU: {cpu}, {os.cpu_count()} cores, ISA: "
+        f"{' '.join(host_info().get('isa', [])) or '?'}; jax {main.get('jax')} on "
         f"{main.get('backend')}; f32 matmul peak (4096³ `jnp.dot`, median) "
         f"**{_fmt(peak, '.0f')} GFLOP/s**.",
         f"- `XLA_FLAGS` of the main process: `{main.get('xla_flags') or '(none)'}` "
