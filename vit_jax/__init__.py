@@ -8,7 +8,7 @@ from __future__ import annotations
 
 _LAZY = {"abstract_model": "vit_jax.models", "count_params": "vit_jax.models",
          "create_model": "vit_jax.models", "load_model": "vit_jax.loading",
-         "load_predictor": "vit_jax.predict"}
+         "load_predictor": "vit_jax.predict", "pack_images": "vit_jax.packing"}
 
 __all__ = sorted(_LAZY)
 

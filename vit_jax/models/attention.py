@@ -44,10 +44,11 @@ AUTO_CHUNK_MIN_TOKENS = 1024
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
-def standard_attention(q: Array, k: Array, v: Array, *,
-                       return_weights: bool = False) -> tuple[Array, Array | None]:
+def standard_attention(q: Array, k: Array, v: Array, *, return_weights: bool = False,
+                       segment_ids: Array | None = None) -> tuple[Array, Array | None]:
     """Softmax attention on (B, H, N, hd) inputs; returns the output (B, H, Nq, hd) and, if
-    asked, the (B, H, Nq, Nk) weights.
+    asked, the (B, H, Nq, Nk) weights. ``segment_ids`` (B, N), self-attention only: a token
+    attends only to tokens of its own segment (packed sequences, ``vit_jax.packing``).
 
     The normalisation is deferred: out = (exp(s - max) @ v) / rowsum, dividing the (Nq, hd)
     output instead of the (Nq, Nk) weights: same result (to rounding), fewer operations on the
@@ -55,6 +56,9 @@ def standard_attention(q: Array, k: Array, v: Array, *,
     """
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k).astype(jnp.float32)
+    if segment_ids is not None:
+        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+        logits = jnp.where(same, logits, _MASK_VALUE)
     # The output does not depend on the shift, so no gradient needs to flow through it.
     shift = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
     unnormalised = jnp.exp(logits - shift)
@@ -87,7 +91,7 @@ def _balanced_block(n: int, chunk: int) -> int:
 
 
 def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_CHUNK,
-                      key_chunk: int = KEY_CHUNK) -> Array:
+                      key_chunk: int = KEY_CHUNK, segment_ids: Array | None = None) -> Array:
     """Exact softmax attention on (B, H, N, hd) inputs in O(N) memory (forward and backward).
 
     Queries go in blocks of ``query_chunk`` (``lax.map``); each block scans key blocks of
@@ -96,6 +100,8 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
     blocks do not divide are padded: padded keys get a -inf logit, padded queries are sliced off.
     The chunk sizes are upper bounds: blocks are balanced (``_balanced_block``) so padding stays
     below one token per block, and the MAP head's single query is one block of 1.
+    ``segment_ids`` (B, N), self-attention only: each (query block, key block) pair masks the
+    logits of tokens in different segments, so memory stays O(N).
     """
     b, h, nq, d = q.shape
     nk = k.shape[2]
@@ -114,17 +120,27 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
     if k.shape[2] != nk:
         key_bias = jnp.where(jnp.arange(n_kb * kc) < nk, 0.0, _MASK_VALUE)
         key_bias = key_bias.astype(jnp.float32).reshape(n_kb, kc)
+    q_seg = k_seg = None
+    if segment_ids is not None:  # padded queries and keys get segments no real token has
+        q_seg = jnp.pad(segment_ids, ((0, 0), (0, n_qb * qc - nq)), constant_values=-1)
+        k_seg = jnp.pad(segment_ids, ((0, 0), (0, n_kb * kc - nk)), constant_values=-2)
+        q_seg = jnp.moveaxis(q_seg.reshape(b, n_qb, qc), 1, 0)
+        k_seg = jnp.moveaxis(k_seg.reshape(b, n_kb, kc), 1, 0)
 
     # The checkpoint is what makes the backward linear: without it the outer map would keep
     # every block's (qc, Nk) probabilities, i.e. all N×N of them, as residuals.
     @functools.partial(jax.checkpoint, prevent_cse=False)
-    def query_block(qi: Array) -> Array:
+    def query_block(inputs) -> Array:
+        qi, qs = inputs
+
         def key_step(carry, block):
             m, total, acc = carry
-            kj, vj, bias = block
+            kj, vj, bias, ks = block
             s = jnp.einsum("bhqd,bhkd->bhqk", qi, kj, preferred_element_type=jnp.float32)
             if bias is not None:
                 s = s + bias
+            if ks is not None:
+                s = jnp.where(qs[:, None, :, None] == ks[:, None, None, :], s, _MASK_VALUE)
             # The output does not depend on m (it cancels), so no gradient flows through it.
             m_new = jax.lax.stop_gradient(jnp.maximum(m, s.max(axis=-1)))
             p = jnp.exp(s - m_new[..., None])
@@ -137,10 +153,11 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
         init = (jnp.full((b, h, qc), _MASK_VALUE, jnp.float32),
                 jnp.zeros((b, h, qc), jnp.float32),
                 jnp.zeros((b, h, qc, d), jnp.float32))
-        (_, total, acc), _ = jax.lax.scan(key_step, init, (k_blocks, v_blocks, key_bias))
+        (_, total, acc), _ = jax.lax.scan(key_step, init,
+                                          (k_blocks, v_blocks, key_bias, k_seg))
         return (acc / total[..., None]).astype(out_dtype)
 
-    out = jax.lax.map(query_block, q_blocks)  # (n_qb, B, H, qc, hd)
+    out = jax.lax.map(query_block, (q_blocks, q_seg))  # (n_qb, B, H, qc, hd)
     return jnp.moveaxis(out, 0, 2).reshape(b, h, n_qb * qc, d)[:, :, :nq]
 
 
@@ -171,9 +188,13 @@ def _plain_kernel(num_keys: int) -> str:
 
 
 def attend(q: Array, k: Array, v: Array, implementation: str, *,
-           query_chunk: int = QUERY_CHUNK, key_chunk: int = KEY_CHUNK) -> Array:
+           query_chunk: int = QUERY_CHUNK, key_chunk: int = KEY_CHUNK,
+           segment_ids: Array | None = None) -> Array:
     """Attention output only, through the kernel named by ``implementation``; q, k, v and the
-    output are (B, H, N, hd)."""
+    output are (B, H, N, hd). ``segment_ids`` (B, N): packed sequences (every kernel keeps
+    attention inside a segment; ``auto`` then picks among the plain-JAX kernels)."""
+    if implementation == "auto" and segment_ids is not None:
+        implementation = _plain_kernel(k.shape[2])
     if implementation == "auto":
         implementation = choose_kernel(jax.default_backend(), q.dtype, q.shape[-1], k.shape[2],
                                        q.shape[2])
@@ -185,11 +206,14 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
                 # an unsupported cuDNN version or shape: the plain-JAX choice
                 implementation = _plain_kernel(k.shape[2])
     if implementation == "xla":
-        return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v),
+        mask = (None if segment_ids is None else
+                segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+        return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v), mask=mask,
                                                   implementation="xla"))
     if implementation == "chunked":
-        return chunked_attention(q, k, v, query_chunk=query_chunk, key_chunk=key_chunk)
-    return standard_attention(q, k, v)[0]
+        return chunked_attention(q, k, v, query_chunk=query_chunk, key_chunk=key_chunk,
+                                 segment_ids=segment_ids)
+    return standard_attention(q, k, v, segment_ids=segment_ids)[0]
 
 
 class Attention(nnx.Module):
@@ -264,13 +288,16 @@ class Attention(nnx.Module):
         return qkv[0], qkv[1], qkv[2]
 
     def __call__(self, x: Array, context: Array | None = None, *, key: Array | None = None,
-                 return_weights: bool = False,
-                 input_norm: LayerNorm | None = None) -> tuple[Array, Array | None]:
+                 return_weights: bool = False, input_norm: LayerNorm | None = None,
+                 segment_ids: Array | None = None) -> tuple[Array, Array | None]:
         """Attention of ``x`` (queries) over ``context`` (keys and values; ``x`` itself if None).
-        ``input_norm`` normalises ``x`` first (the pre-LN block's norm; self-attention only)."""
+        ``input_norm`` normalises ``x`` first (the pre-LN block's norm; self-attention only);
+        ``segment_ids`` (B, N) keep self-attention inside each packed image."""
         if input_norm is not None and context is not None:
             raise ValueError("input_norm is for self-attention; normalise x and context "
                              "before cross-attention")
+        if segment_ids is not None and context is not None:
+            raise ValueError("segment_ids are for self-attention (packed sequences)")
         if context is None:
             q, k, v = self._project_qkv(x, input_norm)
         else:
@@ -283,12 +310,12 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         weights = None
         if return_weights or (key is not None and self.attn_dropout > 0):
-            y, weights = standard_attention(q, k, v, return_weights=True)
+            y, weights = standard_attention(q, k, v, return_weights=True, segment_ids=segment_ids)
             if key is not None and self.attn_dropout > 0:
                 weights_dropped = dropout(weights, self.attn_dropout, key)
                 y = jnp.einsum("bhqk,bhkd->bhqd", weights_dropped, v)
         else:
             y = attend(q, k, v, self.implementation, query_chunk=self.query_chunk,
-                       key_chunk=self.key_chunk)
+                       key_chunk=self.key_chunk, segment_ids=segment_ids)
         out = jnp.einsum("bhnk,hkd->bnd", y, self.out["kernel"][...].astype(y.dtype))
         return out + self.out["bias"][...].astype(out.dtype), weights

@@ -71,10 +71,11 @@ class Block(nnx.Module):
         self.dropout_rate = dropout
 
     def __call__(self, x: Array, *, key: Array | None = None, drop_path_rate: Array | float = 0.0,
-                 return_weights: bool = False) -> tuple[Array, Array | None]:
+                 return_weights: bool = False,
+                 segment_ids: Array | None = None) -> tuple[Array, Array | None]:
         keys = [None] * 6 if key is None else list(jax.random.split(key, 6))
         y, weights = self.attn(x, key=keys[0], return_weights=return_weights,
-                               input_norm=self.norm1)
+                               input_norm=self.norm1, segment_ids=segment_ids)
         y = dropout(y, self.dropout_rate, keys[1])
         y = self.ls1(y) if self.ls1 is not None else y
         x = x + drop_path(y, drop_path_rate, keys[2] if _active(drop_path_rate) else None)
@@ -123,17 +124,19 @@ class Encoder(nnx.Module):
         self.norm = LayerNorm(width, rngs=rngs)
 
     def _block_fn(self, graphdef, return_weights: bool):
-        def run(state, x, key, rate):
+        def run(state, x, key, rate, segment_ids):
             block = nnx.merge(graphdef, state)
-            return block(x, key=key, drop_path_rate=rate, return_weights=return_weights)
+            return block(x, key=key, drop_path_rate=rate, return_weights=return_weights,
+                         segment_ids=segment_ids)
 
         policy = REMAT_POLICIES[self.remat_policy]
         if self.remat_policy == "none":
             return run
         return jax.checkpoint(run, policy=policy, prevent_cse=not self.scan)
 
-    def __call__(self, x: Array, *, key: Array | None = None,
-                 return_weights: bool = False) -> tuple[Array, Array | None]:
+    def __call__(self, x: Array, *, key: Array | None = None, return_weights: bool = False,
+                 segment_ids: Array | None = None) -> tuple[Array, Array | None]:
+        """``segment_ids`` (B, N): packed sequences, attention kept inside each segment."""
         keys = jax.random.split(key, self.depth) if key is not None else None
         stochastic = key is not None and any(self.drop_path_rates)
         if self.scan:
@@ -143,7 +146,7 @@ class Encoder(nnx.Module):
 
             def body(carry, layer):
                 st, k, rate = layer
-                return run(st, carry, k, 0.0 if rate is None else rate)
+                return run(st, carry, k, 0.0 if rate is None else rate, segment_ids)
 
             x, weights = jax.lax.scan(body, x, (state, keys, rates))
         else:
@@ -152,7 +155,7 @@ class Encoder(nnx.Module):
                 graphdef, state = nnx.split(block)
                 run = self._block_fn(graphdef, return_weights)
                 rate = self.drop_path_rates[i] if stochastic else 0.0
-                x, w = run(state, x, None if keys is None else keys[i], rate)
+                x, w = run(state, x, None if keys is None else keys[i], rate, segment_ids)
                 weights.append(w)
             weights = jnp.stack(weights) if return_weights else None
         return self.norm(x), weights

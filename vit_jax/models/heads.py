@@ -42,3 +42,11 @@ def pool_tokens(x: Array, pool: str, num_prefix: int, map_head: MAPHead | None) 
     if pool == "map":
         return map_head(x)
     return x
+
+
+def pool_segments(x: Array, segment_ids: Array, max_images: int) -> Array:
+    """(B, L, D) packed tokens -> (B, K, D): the mean of each image's tokens (``gap`` per
+    segment; segment k + 1 is slot k, 0 is padding; an empty slot gives zeros)."""
+    member = jax.nn.one_hot(segment_ids - 1, max_images, dtype=x.dtype)  # (B, L, K)
+    sums = jnp.einsum("blk,bld->bkd", member, x)
+    return sums / jnp.maximum(member.sum(axis=1), 1)[..., None]

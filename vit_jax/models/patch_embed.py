@@ -7,6 +7,8 @@ one shared matrix. Both spellings live here and the tests check they agree.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -107,3 +109,14 @@ class PatchEmbed(nnx.Module):
             conv = conv_embed if jax.default_backend() == "cpu" else _conv
             x = conv(images, kernel)
         return x + self.bias[...].astype(x.dtype)
+
+    def embed_patches(self, patches: Array) -> Array:
+        """(..., ph·pw·C) patches already cut (``patchify``'s order, as ``vit_jax.packing``
+        makes them) -> (..., D): the same linear map as ``__call__``."""
+        kernel = self.kernel[...].astype(patches.dtype)
+        if patches.shape[-1] != math.prod(kernel.shape[:3]):
+            raise ValueError(f"patches of {patches.shape[-1]} values do not match the "
+                             f"{kernel.shape[0]}x{kernel.shape[1]}x{kernel.shape[2]} patch "
+                             "embedding; pack with the model's patch size and channels")
+        return patches @ kernel.reshape(-1, kernel.shape[-1]) + self.bias[...].astype(
+            patches.dtype)

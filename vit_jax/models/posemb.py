@@ -29,13 +29,19 @@ def sincos2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.0
             f"sincos2d position embedding needs a width that is a multiple of 4 and >= 8, "
             f"got {width}; use posemb='learn' or a width like {max(8, width + (-width) % 4)}"
         )
+    y, x = np.mgrid[:grid_h, :grid_w]
+    columns, rows = sincos_axis(grid_w, width, temperature), sincos_axis(grid_h, width, temperature)
+    return np.concatenate([columns[x.reshape(-1)], rows[y.reshape(-1)]], axis=1)
+
+
+def sincos_axis(n: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+    """One axis's half of ``sincos2d``: (n, width/2) = [sin(i·omega), cos(i·omega)] for
+    i < n. The 2D table is [columns' half at x, rows' half at y], so a token at any (row,
+    column) gets its row of the table by gathering (``PositionEmbedding.at``)."""
     quarter = width // 4
     omega = 1.0 / temperature ** (np.arange(quarter, dtype=np.float64) / (quarter - 1))
-    y, x = np.mgrid[:grid_h, :grid_w]
-    x = x.reshape(-1, 1) * omega[None]
-    y = y.reshape(-1, 1) * omega[None]
-    table = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
-    return table.astype(np.float32)
+    angles = np.arange(n, dtype=np.float64)[:, None] * omega[None]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
 class PositionEmbedding(nnx.Module):
@@ -76,3 +82,18 @@ class PositionEmbedding(nnx.Module):
             return self.pos_embedding[...]
         return resample_posemb(self.pos_embedding[...], tuple(grid), old_grid=self.grid,
                                num_prefix_tokens=self.num_prefix, method=self.resample_method)
+
+    def at(self, positions: Array, max_side: int) -> Array | None:
+        """The embedding of each token at (row, column) ``positions`` (..., 2), for packed
+        sequences (``vit_jax.packing``): the row the per-image table of any grid holds for that
+        patch. ``sincos2d`` is exact for every grid; a learned table covers the model's grid
+        only (``pack_images(max_grid=...)`` checks that on the host). ``max_side``: a bound on
+        any row or column (the sequence length)."""
+        if self.kind == "none":
+            return None
+        rows, cols = positions[..., 0], positions[..., 1]
+        if self.kind == "sincos2d":
+            axis = jnp.asarray(sincos_axis(max_side, self.width))
+            return jnp.concatenate([axis[cols], axis[rows]], axis=-1)
+        table = self.pos_embedding[...][0, self.num_prefix:]
+        return table[rows * self.grid[1] + cols]

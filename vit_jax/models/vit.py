@@ -2,11 +2,13 @@
 
 ``model(images, train=False)`` returns logits; ``return_extras=True`` also returns a dict of
 intermediates (tokens, pre-logits, per-layer attention weights) for evaluators and notebooks.
+``model(pack_images(...)[0])`` runs packed sequences of images of any sizes (``vit_jax.packing``)
+and returns logits per image slot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,11 +16,12 @@ from flax import nnx
 
 from vit_jax.models.attention import KEY_CHUNK, QUERY_CHUNK
 from vit_jax.models.encoder import Encoder
-from vit_jax.models.heads import POOLS, MAPHead, pool_tokens
+from vit_jax.models.heads import POOLS, MAPHead, pool_segments, pool_tokens
 from vit_jax.models.layers import Dense, dropout
 from vit_jax.models.patch_embed import METHODS, PatchEmbed, grid_size
 from vit_jax.models.posemb import PositionEmbedding
 from vit_jax.models.resample import DEFAULT_METHOD
+from vit_jax.packing import is_packed
 from vit_jax.sharding import constrain
 from vit_jax.sizes import as_pair
 
@@ -129,19 +132,45 @@ class VisionTransformer(nnx.Module):
         # `embed` in the backward pass and all-gather the whole batch (no-op without a mesh).
         return constrain(x, ("batch", None, None))
 
-    def __call__(self, images: Array, *, train: bool = False, rng: Array | None = None,
-                 return_extras: bool = False, return_attention: bool = False):
+    def embed_packed(self, packed: Mapping[str, Array]) -> Array:
+        """A packed batch (``vit_jax.pack_images``) -> (B, L, D) tokens with each token's
+        position embedding from its (row, column) in its own image."""
+        if self.num_prefix:
+            raise ValueError("packed input needs class_token=False and num_registers=0 (one "
+                             "sequence holds several images; pool them with pool='gap')")
+        if self.pool != "gap":
+            raise ValueError(f"packed input pools each image with pool='gap'; this model has "
+                             f"pool={self.pool!r}")
+        x = self.patch_embed.embed_patches(jnp.asarray(packed["patches"]).astype(self.dtype))
+        pe = self.posemb.at(jnp.asarray(packed["positions"]), max_side=x.shape[1])
+        if pe is not None:
+            x = x + pe.astype(x.dtype)
+        return constrain(x, ("batch", None, None))
+
+    def __call__(self, images: Array | Mapping[str, Array], *, train: bool = False,
+                 rng: Array | None = None, return_extras: bool = False,
+                 return_attention: bool = False):
+        """Logits (B, classes) of images (B, H, W, C); or of a packed batch
+        (``vit_jax.pack_images``): (B, K, classes), one row per image slot (its
+        ``image_mask`` says which hold an image)."""
         key = None
         if train and self.stochastic:
             key = rng if rng is not None else self.rngs.dropout()
         keys = jax.random.split(key) if key is not None else (None, None)
         extras = {}
-        x = dropout(self.embed(images), self.dropout_rate, keys[0])
-        x, weights = self.encoder(x, key=keys[1], return_weights=return_attention)
+        packed = images if is_packed(images) else None
+        segments = None if packed is None else jnp.asarray(packed["segment_ids"])
+        x = self.embed(images) if packed is None else self.embed_packed(packed)
+        x = dropout(x, self.dropout_rate, keys[0])
+        x, weights = self.encoder(x, key=keys[1], return_weights=return_attention,
+                                  segment_ids=segments)
         extras["tokens"] = x
         if return_attention:
             extras["attention"] = weights  # (depth, B, heads, L, L)
-        x = pool_tokens(x, self.pool, self.num_prefix, self.map_head)
+        if packed is None:
+            x = pool_tokens(x, self.pool, self.num_prefix, self.map_head)
+        else:
+            x = pool_segments(x, segments, jnp.asarray(packed["image_mask"]).shape[1])
         if self.pre_logits is not None:
             x = jnp.tanh(self.pre_logits(x))
         extras["pre_logits"] = x

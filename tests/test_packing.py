@@ -1,0 +1,120 @@
+"""NaViT packing: pack_images on the host, and the model on packed sequences equal to each
+image through the ordinary path (f32, 1e-5), with every attention kernel."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vit_jax import create_model, pack_images
+
+TINY = dict(num_classes=5, width=32, depth=2, mlp_dim=64, num_heads=4, head_zero_init=False,
+            class_token=False, pool="gap")
+# Different sizes and aspect ratios (patch 4): 16, 12, 12, 4, 24 and 9 tokens.
+SHAPES = [(16, 16), (12, 16), (16, 12), (8, 8), (24, 16), (12, 12)]
+
+
+def images(shapes=SHAPES, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((h, w, 3)).astype(np.float32) for h, w in shapes]
+
+
+def test_packing_never_splits_or_loses_an_image():
+    ims = images()
+    batch, placement = pack_images(ims, patch_size=4, seq_len=32, max_images=3,
+                                   labels=list(range(len(ims))))
+    b = batch["patches"].shape[0]
+    assert batch["patches"].shape == (b, 32, 48) and batch["segment_ids"].shape == (b, 32)
+    assert batch["positions"].shape == (b, 32, 2) and batch["image_mask"].shape == (b, 3)
+    assert sorted(placement) == sorted(set(placement))  # one slot per image
+    for i, (im, (seq, slot)) in enumerate(zip(ims, placement, strict=True)):
+        tokens = batch["segment_ids"][seq] == slot + 1
+        gh, gw = im.shape[0] // 4, im.shape[1] // 4
+        assert tokens.sum() == gh * gw  # whole, in one sequence
+        # The patches are the image's, in row-major order, each (row, column, channel).
+        got = batch["patches"][seq][tokens].reshape(gh, gw, 4, 4, 3)
+        np.testing.assert_array_equal(got.transpose(0, 2, 1, 3, 4).reshape(im.shape), im)
+        rows, cols = batch["positions"][seq][tokens].T
+        np.testing.assert_array_equal(rows * gw + cols, np.arange(gh * gw))
+        assert batch["image_mask"][seq, slot] and batch["labels"][seq, slot] == i
+    assert batch["image_mask"].sum() == len(ims)
+    assert (batch["segment_ids"] > 0).sum() == sum(h * w // 16 for h, w in SHAPES)
+    assert np.all(batch["patches"][batch["segment_ids"] == 0] == 0)
+    assert (batch["segment_ids"] > 0).sum(axis=1).max() <= 32
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(seq_len=8), "image 0 has 16 patches, more than seq_len=8"),
+    (dict(patch_size=5), "image 0 is 16x16, not a multiple of the 5x5 patch"),
+    (dict(max_grid=(4, 4)), "image 4's 6x4 patch grid is beyond the model's position table"),
+    (dict(max_images=0), "max_images must be a positive int"),
+])
+def test_packing_errors_name_the_fix(kwargs, message):
+    args = dict(patch_size=4, seq_len=32, max_images=3) | kwargs
+    with pytest.raises(ValueError, match=message):
+        pack_images(images(), **args)
+
+
+def per_image_logits(model, ims):
+    return [np.asarray(model(jnp.asarray(im)[None]))[0] for im in ims]
+
+
+@pytest.mark.parametrize("attention,scan", [("standard", False), ("chunked", True),
+                                            ("xla", False)])
+def test_packed_logits_equal_each_image_alone(attention, scan):
+    """sincos2d positions are exact for every grid: images of six shapes in sequences of 32
+    tokens (padding included) give the logits each gets through the ordinary path."""
+    model = create_model("mu/4", image_size=16, posemb="sincos2d", attention=attention,
+                         attention_query_chunk=8, attention_key_chunk=6, scan=scan, **TINY)
+    ims = images()
+    batch, placement = pack_images(ims, patch_size=4, seq_len=32, max_images=3)
+    packed = np.asarray(nnx.jit(lambda m, b: m(b))(model, batch))
+    assert packed.shape == (batch["patches"].shape[0], 3, 5) and packed.dtype == np.float32
+    for ref, (seq, slot) in zip(per_image_logits(model, ims), placement, strict=True):
+        np.testing.assert_allclose(packed[seq, slot], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_learned_positions_equal_the_ordinary_path_on_the_models_grid():
+    model = create_model("mu/4", image_size=16, **TINY)
+    ims = images([(16, 16)] * 3, seed=1)
+    batch, placement = pack_images(ims, patch_size=4, seq_len=40, max_images=2,
+                                   max_grid=model.grid)
+    packed = np.asarray(model(batch))
+    for ref, (seq, slot) in zip(per_image_logits(model, ims), placement, strict=True):
+        np.testing.assert_allclose(packed[seq, slot], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_gradients_equal_the_per_image_losses():
+    """The loss summed over the real images of a packed batch has the gradient of the same
+    losses computed image by image."""
+    model = create_model("mu/4", image_size=16, posemb="sincos2d", **TINY)
+    ims = images()[:4]
+    labels = np.array([0, 3, 1, 4])
+    batch, placement = pack_images(ims, patch_size=4, seq_len=32, max_images=2, labels=labels)
+
+    def packed_loss(m):
+        logp = jax.nn.log_softmax(m(batch))
+        picked = jnp.take_along_axis(logp, jnp.asarray(batch["labels"])[..., None], -1)[..., 0]
+        return -jnp.sum(jnp.where(batch["image_mask"], picked, 0.0))
+
+    def separate_loss(m):
+        return -sum(jax.nn.log_softmax(m(jnp.asarray(im)[None]))[0, y]
+                    for im, y in zip(ims, labels, strict=True))
+
+    lp, gp = nnx.value_and_grad(packed_loss)(model)
+    ls, gs = nnx.value_and_grad(separate_loss)(model)
+    np.testing.assert_allclose(lp, ls, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4),
+                 nnx.to_pure_dict(nnx.state(gp)), nnx.to_pure_dict(nnx.state(gs)))
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(class_token=True, pool="cls"), "packed input needs class_token=False"),
+    (dict(class_token=False, pool="map"), "packed input pools each image with pool='gap'"),
+])
+def test_models_that_cannot_take_packed_input_say_so(kw, message):
+    model = create_model("mu/4", image_size=16, **(TINY | kw))
+    batch, _ = pack_images(images()[:2], patch_size=4, seq_len=32, max_images=2)
+    with pytest.raises(ValueError, match=message):
+        model(batch)

@@ -1,0 +1,110 @@
+"""NaViT's "Patch n' Pack": images of any size cut into patches and packed into sequences.
+
+``pack_images`` is the host side (numpy): each image becomes its own run of patch tokens in one
+sequence of ``seq_len`` tokens, with at most ``max_images`` images per sequence; the model
+(``VisionTransformer`` called on the returned dict) keeps every token's attention inside its
+own image by the segment ids and pools per image. An image is never split across sequences and
+never dropped: one that cannot fit any sequence is an error, before any work.
+
+The packed batch (B sequences, L = ``seq_len``, K = ``max_images``):
+
+- ``patches`` (B, L, ph·pw·C) float32: each image's patches in row-major grid order, each patch
+  flattened in (row, column, channel) order (``models.patch_embed.patchify``'s), zeros for padding;
+- ``segment_ids`` (B, L) int32: 1..K for the image slot a token belongs to, 0 for padding;
+- ``positions`` (B, L, 2) int32: (row, column) of each token in its own image's patch grid;
+- ``image_mask`` (B, K) bool: which slots hold an image;
+- ``labels`` (B, K, ...) when ``labels`` are given (zeros in empty slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+KEYS = ("patches", "segment_ids", "positions", "image_mask")
+
+
+def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, int],
+                seq_len: int, max_images: int, labels: Sequence | None = None,
+                max_grid: tuple[int, int] | None = None) -> tuple[dict, list[tuple[int, int]]]:
+    """Packs (H, W, C) images (sizes divisible by the patch) into sequences, first fit in the
+    given order (deterministic; callers shuffle beforehand).
+
+    Returns ``(batch, placement)``: the packed batch (module docstring) and, per input image,
+    ``(sequence, slot)`` with slot 0-based (its segment id is ``slot + 1``). ``max_grid``:
+    the largest (rows, columns) grid the model's position table covers (a learned table);
+    an image beyond it is an error.
+    """
+    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    for name, value in (("seq_len", seq_len), ("max_images", max_images), ("patch", ph),
+                        ("patch", pw)):
+        if not (isinstance(value, int | np.integer) and value >= 1):
+            raise ValueError(f"pack_images: {name} must be a positive int, got {value!r}")
+    if not len(images):
+        raise ValueError("pack_images: no images")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"pack_images: {len(labels)} labels for {len(images)} images")
+    arrays = [np.asarray(im) for im in images]
+    channels = {a.shape[-1] if a.ndim == 3 else None for a in arrays}
+    if None in channels or len(channels) != 1:
+        raise ValueError("pack_images: images must all be (H, W, C) with the same C, got shapes "
+                         f"{sorted({a.shape for a in arrays})}")
+    grids = []
+    for i, a in enumerate(arrays):
+        h, w = a.shape[:2]
+        if h % ph or w % pw or not h or not w:
+            raise ValueError(f"pack_images: image {i} is {h}x{w}, not a multiple of the "
+                             f"{ph}x{pw} patch; resize it first")
+        grid = (h // ph, w // pw)
+        if grid[0] * grid[1] > seq_len:
+            raise ValueError(f"pack_images: image {i} has {grid[0] * grid[1]} patches, more "
+                             f"than seq_len={seq_len}; resize it or raise seq_len")
+        if max_grid is not None and (grid[0] > max_grid[0] or grid[1] > max_grid[1]):
+            raise ValueError(f"pack_images: image {i}'s {grid[0]}x{grid[1]} patch grid is "
+                             f"beyond the model's position table ({max_grid[0]}x{max_grid[1]})")
+        grids.append(grid)
+
+    # First fit: each image goes to the first sequence with room (tokens and slots).
+    used: list[int] = []
+    slots: list[int] = []
+    placement = []
+    for gh, gw in grids:
+        n = gh * gw
+        seq = next((s for s in range(len(used))
+                    if used[s] + n <= seq_len and slots[s] < max_images), None)
+        if seq is None:
+            seq = len(used)
+            used.append(0)
+            slots.append(0)
+        placement.append((seq, slots[seq]))
+        used[seq] += n
+        slots[seq] += 1
+
+    b, c = len(used), channels.pop()
+    batch = {"patches": np.zeros((b, seq_len, ph * pw * c), np.float32),
+             "segment_ids": np.zeros((b, seq_len), np.int32),
+             "positions": np.zeros((b, seq_len, 2), np.int32),
+             "image_mask": np.zeros((b, max_images), bool)}
+    fill = [0] * b
+    for a, (gh, gw), (seq, slot) in zip(arrays, grids, placement, strict=True):
+        n = gh * gw
+        start = fill[seq]
+        patches = a.reshape(gh, ph, gw, pw, c).transpose(0, 2, 1, 3, 4).reshape(n, -1)
+        batch["patches"][seq, start:start + n] = patches
+        batch["segment_ids"][seq, start:start + n] = slot + 1
+        rows, cols = np.divmod(np.arange(n), gw)
+        batch["positions"][seq, start:start + n] = np.stack([rows, cols], axis=1)
+        batch["image_mask"][seq, slot] = True
+        fill[seq] += n
+    if labels is not None:
+        first = np.asarray(labels[0])
+        batch["labels"] = np.zeros((b, max_images) + first.shape, first.dtype)
+        for label, (seq, slot) in zip(labels, placement, strict=True):
+            batch["labels"][seq, slot] = label
+    return batch, placement
+
+
+def is_packed(x) -> bool:
+    """Whether a model input is a packed batch (a mapping with the packed keys)."""
+    return hasattr(x, "keys") and all(k in x for k in KEYS)
