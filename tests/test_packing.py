@@ -49,6 +49,8 @@ def test_packing_never_splits_or_loses_an_image():
     (dict(patch_size=5), "image 0 is 16x16, not a multiple of the 5x5 patch"),
     (dict(max_grid=(4, 4)), "image 4's 6x4 patch grid is beyond the model's position table"),
     (dict(max_images=0), "max_images must be a positive int"),
+    (dict(num_sequences=2), "these 6 images need 3 sequences of 32 tokens, more than "
+                            "num_sequences=2"),
 ])
 def test_packing_errors_name_the_fix(kwargs, message):
     args = dict(patch_size=4, seq_len=32, max_images=3) | kwargs
@@ -56,17 +58,30 @@ def test_packing_errors_name_the_fix(kwargs, message):
         pack_images(images(), **args)
 
 
+def test_a_fixed_number_of_sequences_pads_with_empty_ones():
+    batch, placement = pack_images(images(), patch_size=4, seq_len=32, max_images=3,
+                                   num_sequences=5)
+    assert batch["segment_ids"].shape == (5, 32) and batch["image_mask"].shape == (5, 3)
+    used = {seq for seq, _ in placement}
+    assert used == {0, 1, 2} and not batch["image_mask"][3:].any()
+    assert not batch["segment_ids"][3:].any()
+
+
 def per_image_logits(model, ims):
     return [np.asarray(model(jnp.asarray(im)[None]))[0] for im in ims]
 
 
-@pytest.mark.parametrize("attention,scan", [("standard", False), ("chunked", True),
-                                            ("xla", False)])
-def test_packed_logits_equal_each_image_alone(attention, scan):
+@pytest.mark.parametrize("attention,scan,pool", [("standard", False, "gap"),
+                                                 ("chunked", True, "gap"),
+                                                 ("xla", False, "gap"),
+                                                 ("standard", False, "map")])
+def test_packed_logits_equal_each_image_alone(attention, scan, pool):
     """sincos2d positions are exact for every grid: images of six shapes in sequences of 32
-    tokens (padding included) give the logits each gets through the ordinary path."""
+    tokens (padding included) give the logits each gets through the ordinary path; MAP
+    pooling runs one probe per image slot."""
     model = create_model("mu/4", image_size=16, posemb="sincos2d", attention=attention,
-                         attention_query_chunk=8, attention_key_chunk=6, scan=scan, **TINY)
+                         attention_query_chunk=8, attention_key_chunk=6, scan=scan,
+                         **(TINY | {"pool": pool}))
     ims = images()
     batch, placement = pack_images(ims, patch_size=4, seq_len=32, max_images=3)
     packed = np.asarray(nnx.jit(lambda m, b: m(b))(model, batch))
@@ -111,7 +126,7 @@ def test_packed_gradients_equal_the_per_image_losses():
 
 @pytest.mark.parametrize("kw,message", [
     (dict(class_token=True, pool="cls"), "packed input needs class_token=False"),
-    (dict(class_token=False, pool="map"), "packed input pools each image with pool='gap'"),
+    (dict(class_token=False, pool="none"), "packed input pools each image with pool='gap' or"),
 ])
 def test_models_that_cannot_take_packed_input_say_so(kw, message):
     model = create_model("mu/4", image_size=16, **(TINY | kw))

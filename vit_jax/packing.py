@@ -27,14 +27,16 @@ KEYS = ("patches", "segment_ids", "positions", "image_mask")
 
 def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, int],
                 seq_len: int, max_images: int, labels: Sequence | None = None,
-                max_grid: tuple[int, int] | None = None) -> tuple[dict, list[tuple[int, int]]]:
+                max_grid: tuple[int, int] | None = None,
+                num_sequences: int | None = None) -> tuple[dict, list[tuple[int, int]]]:
     """Packs (H, W, C) images (sizes divisible by the patch) into sequences, first fit in the
     given order (deterministic; callers shuffle beforehand).
 
     Returns ``(batch, placement)``: the packed batch (module docstring) and, per input image,
     ``(sequence, slot)`` with slot 0-based (its segment id is ``slot + 1``). ``max_grid``:
     the largest (rows, columns) grid the model's position table covers (a learned table);
-    an image beyond it is an error.
+    an image beyond it is an error. ``num_sequences``: a fixed batch size (one compiled shape
+    for every step), padded with empty sequences; needing more is an error.
     """
     ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
     for name, value in (("seq_len", seq_len), ("max_images", max_images), ("patch", ph),
@@ -81,7 +83,11 @@ def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, in
         used[seq] += n
         slots[seq] += 1
 
-    b, c = len(used), channels.pop()
+    if num_sequences is not None and len(used) > num_sequences:
+        raise ValueError(f"pack_images: these {len(arrays)} images need {len(used)} sequences "
+                         f"of {seq_len} tokens, more than num_sequences={num_sequences}; pack "
+                         "fewer images per batch or raise seq_len")
+    b, c = max(len(used), num_sequences or 0), channels.pop()
     batch = {"patches": np.zeros((b, seq_len, ph * pw * c), np.float32),
              "segment_ids": np.zeros((b, seq_len), np.int32),
              "positions": np.zeros((b, seq_len, 2), np.int32),

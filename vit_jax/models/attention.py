@@ -44,11 +44,22 @@ AUTO_CHUNK_MIN_TOKENS = 1024
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
+Segments = Array | tuple[Array, Array]
+
+
+def _query_key_segments(segment_ids: Segments) -> tuple[Array, Array]:
+    """(query ids (B, Nq), key ids (B, Nk)) from self-attention's (B, N) or a pair."""
+    if isinstance(segment_ids, tuple):
+        return segment_ids
+    return segment_ids, segment_ids
+
+
 def standard_attention(q: Array, k: Array, v: Array, *, return_weights: bool = False,
-                       segment_ids: Array | None = None) -> tuple[Array, Array | None]:
+                       segment_ids: Segments | None = None) -> tuple[Array, Array | None]:
     """Softmax attention on (B, H, N, hd) inputs; returns the output (B, H, Nq, hd) and, if
-    asked, the (B, H, Nq, Nk) weights. ``segment_ids`` (B, N), self-attention only: a token
-    attends only to tokens of its own segment (packed sequences, ``vit_jax.packing``).
+    asked, the (B, H, Nq, Nk) weights. ``segment_ids``: a query attends only to keys of its
+    own segment (packed sequences, ``vit_jax.packing``): (B, N) for self-attention, or a
+    (query ids, key ids) pair.
 
     The normalisation is deferred: out = (exp(s - max) @ v) / rowsum, dividing the (Nq, hd)
     output instead of the (Nq, Nk) weights: same result (to rounding), fewer operations on the
@@ -57,8 +68,9 @@ def standard_attention(q: Array, k: Array, v: Array, *, return_weights: bool = F
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k).astype(jnp.float32)
     if segment_ids is not None:
-        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-        logits = jnp.where(same, logits, _MASK_VALUE)
+        q_ids, k_ids = _query_key_segments(segment_ids)
+        logits = jnp.where(q_ids[:, None, :, None] == k_ids[:, None, None, :], logits,
+                           _MASK_VALUE)
     # The output does not depend on the shift, so no gradient needs to flow through it.
     shift = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
     unnormalised = jnp.exp(logits - shift)
@@ -91,7 +103,7 @@ def _balanced_block(n: int, chunk: int) -> int:
 
 
 def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_CHUNK,
-                      key_chunk: int = KEY_CHUNK, segment_ids: Array | None = None) -> Array:
+                      key_chunk: int = KEY_CHUNK, segment_ids: Segments | None = None) -> Array:
     """Exact softmax attention on (B, H, N, hd) inputs in O(N) memory (forward and backward).
 
     Queries go in blocks of ``query_chunk`` (``lax.map``); each block scans key blocks of
@@ -100,7 +112,7 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
     blocks do not divide are padded: padded keys get a -inf logit, padded queries are sliced off.
     The chunk sizes are upper bounds: blocks are balanced (``_balanced_block``) so padding stays
     below one token per block, and the MAP head's single query is one block of 1.
-    ``segment_ids`` (B, N), self-attention only: each (query block, key block) pair masks the
+    ``segment_ids`` (as ``standard_attention``'s): each (query block, key block) pair masks the
     logits of tokens in different segments, so memory stays O(N).
     """
     b, h, nq, d = q.shape
@@ -122,8 +134,9 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
         key_bias = key_bias.astype(jnp.float32).reshape(n_kb, kc)
     q_seg = k_seg = None
     if segment_ids is not None:  # padded queries and keys get segments no real token has
-        q_seg = jnp.pad(segment_ids, ((0, 0), (0, n_qb * qc - nq)), constant_values=-1)
-        k_seg = jnp.pad(segment_ids, ((0, 0), (0, n_kb * kc - nk)), constant_values=-2)
+        q_ids, k_ids = _query_key_segments(segment_ids)
+        q_seg = jnp.pad(q_ids, ((0, 0), (0, n_qb * qc - nq)), constant_values=-1)
+        k_seg = jnp.pad(k_ids, ((0, 0), (0, n_kb * kc - nk)), constant_values=-2)
         q_seg = jnp.moveaxis(q_seg.reshape(b, n_qb, qc), 1, 0)
         k_seg = jnp.moveaxis(k_seg.reshape(b, n_kb, kc), 1, 0)
 
@@ -189,10 +202,10 @@ def _plain_kernel(num_keys: int) -> str:
 
 def attend(q: Array, k: Array, v: Array, implementation: str, *,
            query_chunk: int = QUERY_CHUNK, key_chunk: int = KEY_CHUNK,
-           segment_ids: Array | None = None) -> Array:
+           segment_ids: Segments | None = None) -> Array:
     """Attention output only, through the kernel named by ``implementation``; q, k, v and the
-    output are (B, H, N, hd). ``segment_ids`` (B, N): packed sequences (every kernel keeps
-    attention inside a segment; ``auto`` then picks among the plain-JAX kernels)."""
+    output are (B, H, N, hd). ``segment_ids`` (``standard_attention``'s): packed sequences
+    (every kernel keeps attention inside a segment; ``auto`` then picks a plain-JAX kernel)."""
     if implementation == "auto" and segment_ids is not None:
         implementation = _plain_kernel(k.shape[2])
     if implementation == "auto":
@@ -206,8 +219,10 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
                 # an unsupported cuDNN version or shape: the plain-JAX choice
                 implementation = _plain_kernel(k.shape[2])
     if implementation == "xla":
-        mask = (None if segment_ids is None else
-                segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+        mask = None
+        if segment_ids is not None:
+            q_ids, k_ids = _query_key_segments(segment_ids)
+            mask = q_ids[:, None, :, None] == k_ids[:, None, None, :]
         return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v), mask=mask,
                                                   implementation="xla"))
     if implementation == "chunked":
@@ -289,15 +304,17 @@ class Attention(nnx.Module):
 
     def __call__(self, x: Array, context: Array | None = None, *, key: Array | None = None,
                  return_weights: bool = False, input_norm: LayerNorm | None = None,
-                 segment_ids: Array | None = None) -> tuple[Array, Array | None]:
+                 segment_ids: Segments | None = None) -> tuple[Array, Array | None]:
         """Attention of ``x`` (queries) over ``context`` (keys and values; ``x`` itself if None).
         ``input_norm`` normalises ``x`` first (the pre-LN block's norm; self-attention only);
-        ``segment_ids`` (B, N) keep self-attention inside each packed image."""
+        ``segment_ids`` keep attention inside each packed image: (B, N) for self-attention, a
+        (query ids, key ids) pair for cross-attention."""
         if input_norm is not None and context is not None:
             raise ValueError("input_norm is for self-attention; normalise x and context "
                              "before cross-attention")
-        if segment_ids is not None and context is not None:
-            raise ValueError("segment_ids are for self-attention (packed sequences)")
+        if segment_ids is not None and (context is not None) != isinstance(segment_ids, tuple):
+            raise ValueError("segment_ids: one (B, N) array for self-attention, a (query ids, "
+                             "key ids) pair for cross-attention")
         if context is None:
             q, k, v = self._project_qkv(x, input_norm)
         else:

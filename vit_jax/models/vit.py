@@ -137,10 +137,11 @@ class VisionTransformer(nnx.Module):
         position embedding from its (row, column) in its own image."""
         if self.num_prefix:
             raise ValueError("packed input needs class_token=False and num_registers=0 (one "
-                             "sequence holds several images; pool them with pool='gap')")
-        if self.pool != "gap":
-            raise ValueError(f"packed input pools each image with pool='gap'; this model has "
-                             f"pool={self.pool!r}")
+                             "sequence holds several images; pool them with pool='gap' or "
+                             "'map')")
+        if self.pool not in ("gap", "map"):
+            raise ValueError(f"packed input pools each image with pool='gap' or 'map'; this "
+                             f"model has pool={self.pool!r}")
         x = self.patch_embed.embed_patches(jnp.asarray(packed["patches"]).astype(self.dtype))
         pe = self.posemb.at(jnp.asarray(packed["positions"]), max_side=x.shape[1])
         if pe is not None:
@@ -170,7 +171,8 @@ class VisionTransformer(nnx.Module):
         if packed is None:
             x = pool_tokens(x, self.pool, self.num_prefix, self.map_head)
         else:
-            x = pool_segments(x, segments, jnp.asarray(packed["image_mask"]).shape[1])
+            x = pool_segments(x, segments, jnp.asarray(packed["image_mask"]).shape[1],
+                              self.pool, self.map_head)
         if self.pre_logits is not None:
             x = jnp.tanh(self.pre_logits(x))
         extras["pre_logits"] = x
