@@ -133,3 +133,18 @@ def test_models_that_cannot_take_packed_input_say_so(kw, message):
     batch, _ = pack_images(images()[:2], patch_size=4, seq_len=32, max_images=2)
     with pytest.raises(ValueError, match=message):
         model(batch)
+
+
+def test_packed_forward_on_a_data_fsdp_tensor_mesh_equals_one_device():
+    """8 fake devices: parameters split over fsdp x tensor, packed sequences over data x fsdp."""
+    from vit_jax import sharding
+
+    create = lambda: create_model("mu/4", image_size=16, posemb="sincos2d",  # noqa: E731
+                                  **(TINY | {"pool": "map"}))
+    batch, _ = pack_images(images(), patch_size=4, seq_len=32, max_images=3, num_sequences=4)
+    reference = np.asarray(create()(batch))
+    mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
+    graphdef, state, shardings = sharding.create_sharded_state(create, mesh)
+    forward = sharding.jit_eval_step(lambda s, b: nnx.merge(graphdef, s)(b), shardings, mesh)
+    got = np.asarray(forward(state, sharding.shard_batch(batch, mesh)))
+    np.testing.assert_allclose(got, reference, atol=1e-5, rtol=1e-5)
