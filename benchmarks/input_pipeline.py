@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import host_info
+
 REPO = Path(__file__).resolve().parents[1]
 PP = "decode|inception_crop(224)|flip_lr|value_range(-1,1)"
 SIZE = (500, 375)  # (width, height): the most common ImageNet photo size
@@ -178,7 +180,7 @@ def measure(images: int, rounds: int, peers: bool, workers: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="jpegs_"))
     log(f"synthesising {images} JPEGs {SIZE[0]}x{SIZE[1]} q90 in {root}")
     result = {"pp": PP, "data": synthesize(root, images), "cores": len(os.sched_getaffinity(0)),
-              "cpu": _cpu_model()}
+              "cpu": host_info().get("cpu", "?")}
     log(f"mean file {result['data']['mean_kb']:.0f} KB")
     single = {"vit_jax": [sys.executable, "-m", "benchmarks.input_pipeline", "--worker",
                           json.dumps({"root": str(root), "rounds": 1})]}
@@ -204,16 +206,6 @@ def measure(images: int, rounds: int, peers: bool, workers: int) -> dict:
     result["loader"]["img_s_per_core"] = result["loader"]["img_s"] / max(workers, 1)
     log(f"loader with {workers} workers: {result['loader']['img_s']:.0f} img/s")
     return result
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 def report(r: dict, gpu_img_s: float | None) -> str:

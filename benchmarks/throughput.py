@@ -379,8 +379,8 @@ def report(run: dict) -> str:
     quick_lines, quick = quickstart_rows(run)
     workers = _get(run, "duel", "workers") or {}
     peers = workers.get("timm") or {"error": _get(run, "duel", "error")}
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                if line.startswith("model name")), platform.processor())
+    host = host_info()
+    cpu = host.get("cpu") or platform.processor()
     a = run["args"]
     cmd = ("python -m benchmarks.throughput --variants " + ",".join(a["variants"])
            + f" --batch {a['batch']} --repeats {a['repeats']}" + (" --peers" if a["peers"] else "")
@@ -393,7 +393,7 @@ def report(run: dict) -> str:
         f"`{cmd}` — {time.strftime('%Y-%m-%d %H:%M', time.localtime(run['started']))}, "
         f"{run['minutes']:.1f} min.", "",
         f"- CPU: {cpu}, {os.cpu_count()} cores, ISA: "
-        f"{' '.join(host_info().get('isa', [])) or '?'}; jax {main.get('jax')} on "
+        f"{' '.join(host.get('isa', [])) or '?'}; jax {main.get('jax')} on "
         f"{main.get('backend')}; f32 matmul peak (4096³ `jnp.dot`, median) "
         f"**{_fmt(peak, '.0f')} GFLOP/s**.",
         f"- `XLA_FLAGS` of the main process: `{main.get('xla_flags') or '(none)'}` "
@@ -442,13 +442,6 @@ def report(run: dict) -> str:
         out += ["## Levers (one process, one change at a time)", "", *lever_lines, ""]
     out += ["## Targets", "", *target_rows(summary, compile_s, quick), ""]
     return "\n".join(out)
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,12 @@
-"""Shared test fixtures: a tiny, fast experiment config on the embedded digits data."""
+"""Shared test fixtures: a tiny, fast experiment config on the embedded digits data, and the
+attention kernels' forward/backward and memory probes."""
 
 from __future__ import annotations
 
 import os
+
+import jax
+import jax.numpy as jnp
 
 from vit_jax.config import base_config, model_config
 
@@ -33,3 +37,30 @@ def tiny_config(**changes):
 def get_config(arg: str | None = None):
     """Lets the CLI run the tiny config: ``--config=tests/helpers.py``."""
     return tiny_config()
+
+
+def attention_out_and_grads(fn, q, k, v, ct=None):
+    """Output and d(sum(out * ct))/d(q, k, v), jitted; ``ct`` defaults to a fixed random
+    cotangent."""
+    if ct is None:
+        ct = jax.random.normal(jax.random.key(7), q.shape[:3] + v.shape[3:], jnp.float32)
+
+    @jax.jit
+    def run(q, k, v):
+        out, vjp = jax.vjp(fn, q, k, v)
+        return out, vjp(ct.astype(out.dtype))
+
+    return run(q, k, v)
+
+
+def attention_temp_bytes(fn, n, *, segmented=False, b=1, h=4, d=32) -> int:
+    """XLA's compiled temp memory of forward + backward of ``fn(q, k, v)`` at ``n`` tokens
+    (``segment_ids`` passed when ``segmented``: packed sequences)."""
+    spec = jax.ShapeDtypeStruct((b, h, n, d), jnp.float32)
+    seg = jax.ShapeDtypeStruct((b, n), jnp.int32)
+
+    def loss(q, k, v, s):
+        return jnp.sum((fn(q, k, v, segment_ids=s) if segmented else fn(q, k, v)) ** 2)
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1, 2))
+    return jax.jit(grad).lower(spec, spec, spec, seg).compile().memory_analysis().temp_size_in_bytes

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.helpers import attention_out_and_grads, attention_temp_bytes
 from vit_jax import create_model
 from vit_jax.models.attention import (
     AUTO_CHUNK_MIN_TOKENS,
@@ -26,18 +27,6 @@ def qkv(nq, nk=None, dtype=jnp.float32, b=2, h=3, d=8, seed=0):
     return (jax.random.normal(kq, (b, h, nq, d), dtype),  # the kernels' (B, H, N, hd) layout
             jax.random.normal(kk, (b, h, nk, d), dtype),
             jax.random.normal(kv, (b, h, nk, d), dtype))
-
-
-def value_and_grads(fn, q, k, v):
-    """Output and d(sum(out * cotangent))/d(q, k, v) with a fixed random cotangent, jitted."""
-    ct = jax.random.normal(jax.random.key(7), q.shape[:3] + v.shape[3:], jnp.float32)
-
-    @jax.jit
-    def run(q, k, v):
-        out, vjp = jax.vjp(fn, q, k, v)
-        return out, vjp(ct.astype(out.dtype))
-
-    return run(q, k, v)
 
 
 def standard(q, k, v):
@@ -72,8 +61,8 @@ def test_cases_cover_padding():
 def test_chunked_equals_standard_forward_and_grads(n, query_chunk, key_chunk):
     q, k, v = qkv(n)
     chunked = lambda *a: chunked_attention(*a, query_chunk=query_chunk, key_chunk=key_chunk)
-    out, grads = value_and_grads(chunked, q, k, v)
-    ref, ref_grads = value_and_grads(standard, q, k, v)
+    out, grads = attention_out_and_grads(chunked, q, k, v)
+    ref, ref_grads = attention_out_and_grads(standard, q, k, v)
     assert out.shape == ref.shape and out.dtype == jnp.float32
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
     for g, r in zip(grads, ref_grads, strict=True):
@@ -83,8 +72,9 @@ def test_chunked_equals_standard_forward_and_grads(n, query_chunk, key_chunk):
 def test_cross_attention_single_query(nk=300, key_chunk=41):
     """The MAP head's shape: one probe attends over all tokens (8 key blocks of 38, 4 padded)."""
     q, k, v = qkv(1, nk)
-    out, grads = value_and_grads(lambda *a: chunked_attention(*a, key_chunk=key_chunk), q, k, v)
-    ref, ref_grads = value_and_grads(standard, q, k, v)
+    out, grads = attention_out_and_grads(
+        lambda *a: chunked_attention(*a, key_chunk=key_chunk), q, k, v)
+    ref, ref_grads = attention_out_and_grads(standard, q, k, v)
     assert out.shape == (2, 3, 1, 8)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
     for g, r in zip(grads, ref_grads, strict=True):
@@ -93,10 +83,11 @@ def test_cross_attention_single_query(nk=300, key_chunk=41):
 
 def test_bfloat16_keeps_dtype_and_accumulates_in_float32():
     q, k, v = qkv(65, dtype=jnp.bfloat16)
-    out, grads = value_and_grads(lambda *a: chunked_attention(*a, query_chunk=16, key_chunk=16),
-                                 q, k, v)
+    out, grads = attention_out_and_grads(
+        lambda *a: chunked_attention(*a, query_chunk=16, key_chunk=16), q, k, v)
     assert out.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
-    exact, exact_grads = value_and_grads(standard, *(x.astype(jnp.float32) for x in (q, k, v)))
+    exact, exact_grads = attention_out_and_grads(
+        standard, *(x.astype(jnp.float32) for x in (q, k, v)))
     bf16_standard = standard(q, k, v)
     # float32 accumulation across 5 key blocks: no worse than one-shot bf16 standard attention.
     err = float(jnp.max(jnp.abs(out.astype(jnp.float32) - exact)))
@@ -177,16 +168,10 @@ def test_models_default_to_auto_attention():
     assert {b.attn.implementation for b in model.encoder.blocks} == {"auto"}
 
 
-def temp_bytes(fn, n, b=1, h=4, d=32):
-    spec = jax.ShapeDtypeStruct((b, h, n, d), jnp.float32)
-    grad = jax.value_and_grad(lambda *a: jnp.sum(fn(*a) ** 2), argnums=(0, 1, 2))
-    return jax.jit(grad).lower(spec, spec, spec).compile().memory_analysis().temp_size_in_bytes
-
-
 def test_chunked_forward_backward_memory_is_linear():
     """XLA's compiled temp memory of forward+backward: N² for standard, ~N for chunked."""
-    std = {n: temp_bytes(standard, n) for n in (1024, 2048, 4096)}
-    chk = {n: temp_bytes(chunked_attention, n) for n in (1024, 2048, 4096)}
+    std = {n: attention_temp_bytes(standard, n) for n in (1024, 2048, 4096)}
+    chk = {n: attention_temp_bytes(chunked_attention, n) for n in (1024, 2048, 4096)}
     # measured 1/16.6 with jax 0.10 and 1/8.4 with jax 0.12, whose standard kernel keeps one
     # N x N matrix fewer (chunked: 30.9 MiB with both)
     assert chk[4096] < std[4096] / 6
@@ -199,3 +184,9 @@ def test_chunked_forward_backward_memory_is_linear():
 def test_bad_chunk_sizes_name_the_fix(kw):
     with pytest.raises(ValueError, match="must be a positive int"):
         create_model("mu/4", **TINY, **kw)
+
+
+def test_auto_takes_a_plain_kernel_for_packed_sequences():
+    """Segment masks go to the plain-JAX kernels, cuDNN's fused one takes none here."""
+    assert choose_kernel("gpu", jnp.bfloat16, 64, 196, segmented=True) == "standard"
+    assert choose_kernel("gpu", jnp.bfloat16, 64, 4096, segmented=True) == "chunked"

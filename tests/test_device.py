@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.helpers import attention_out_and_grads
 from vit_jax import create_model, sharding
 from vit_jax.models.attention import attend, standard_attention
 from vit_jax.models.vit import compute_dtype
@@ -45,15 +46,6 @@ def kernel(name: str):
     return lambda q, k, v: attend(q, k, v, name, query_chunk=64, key_chunk=96)
 
 
-def out_and_grads(fn, q, k, v, ct):
-    @jax.jit
-    def run(q, k, v):
-        out, vjp = jax.vjp(fn, q, k, v)
-        return out, vjp(ct.astype(out.dtype))
-
-    return run(q, k, v)
-
-
 def qkv_ct(seed: int, n: int):
     ks = jax.random.split(jax.random.key(seed), 4)
     q, k, v = (jax.random.normal(key, (2, 4, n, 64), jnp.float32) for key in ks[:3])
@@ -71,9 +63,10 @@ def test_attention_kernels_agree_forward_and_grads(name, dtype):
         dtype = "bfloat16"
     q, k, v, ct = qkv_ct(hash((name, dtype)) % 2**31, n)
     with jax.default_matmul_precision("highest"):
-        ref, ref_grads = out_and_grads(lambda *a: standard_attention(*a)[0], q, k, v, ct)
+        ref, ref_grads = attention_out_and_grads(lambda *a: standard_attention(*a)[0],
+                                                 q, k, v, ct)
         cast = [x.astype(dtype) for x in (q, k, v)]
-        out, grads = out_and_grads(kernel(name), *cast, ct)
+        out, grads = attention_out_and_grads(kernel(name), *cast, ct)
     assert out.dtype == jnp.dtype(dtype) and out.shape == ref.shape
     tol, grad_tol = (F32_TOL, F32_TOL) if dtype == "float32" else (BF16_TOL, BF16_GRAD_TOL)
     assert rel_err(out, ref) < tol
@@ -102,8 +95,9 @@ def test_odd_length_padded_to_even_matches_standard():
     dtype = jnp.bfloat16 if gpu else jnp.float32
     q, k, v, ct = qkv_ct(3, 197)
     with jax.default_matmul_precision("highest"):
-        ref, ref_grads = out_and_grads(lambda *a: standard_attention(*a)[0], q, k, v, ct)
-        out, grads = out_and_grads(padded_to_even("cudnn" if gpu else "xla"),
+        ref, ref_grads = attention_out_and_grads(lambda *a: standard_attention(*a)[0],
+                                                 q, k, v, ct)
+        out, grads = attention_out_and_grads(padded_to_even("cudnn" if gpu else "xla"),
                                    *(x.astype(dtype) for x in (q, k, v)), ct)
     assert out.shape == ref.shape
     assert rel_err(out, ref) < (BF16_TOL if gpu else F32_TOL)

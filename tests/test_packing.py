@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.helpers import attention_temp_bytes
 from vit_jax import create_model, pack_images
 
 TINY = dict(num_classes=5, width=32, depth=2, mlp_dim=64, num_heads=4, head_zero_init=False,
@@ -155,19 +156,11 @@ def test_segment_masks_keep_the_chunked_kernel_linear_in_memory():
     tokens cost it ~2x scratch per doubling (never an N x N mask), standard 4x."""
     from vit_jax.models.attention import chunked_attention, standard_attention
 
-    def temp_bytes(fn, n, h=4, d=32, segments=True):
-        spec = jax.ShapeDtypeStruct((1, h, n, d), jnp.float32)
-        seg = jax.ShapeDtypeStruct((1, n), jnp.int32)
-        loss = lambda q, k, v, s: jnp.sum(  # noqa: E731
-            fn(q, k, v, segment_ids=s if segments else None) ** 2)
-        grad = jax.value_and_grad(loss, argnums=(0, 1, 2))
-        return (jax.jit(grad).lower(spec, spec, spec, seg).compile().memory_analysis()
-                .temp_size_in_bytes)
-
-    chunked = {n: temp_bytes(chunked_attention, n) for n in (2048, 4096)}
-    standard = {n: temp_bytes(lambda *a, **k: standard_attention(*a, **k)[0], n)
-                for n in (2048, 4096)}
+    chunked = {n: attention_temp_bytes(chunked_attention, n, segmented=True)
+               for n in (2048, 4096)}
+    standard = {n: attention_temp_bytes(lambda *a, **k: standard_attention(*a, **k)[0], n,
+                                        segmented=True) for n in (2048, 4096)}
     assert chunked[4096] < 2.2 * chunked[2048] and standard[4096] > 3.5 * standard[2048]
     assert chunked[4096] < standard[4096] / 6
     # The masks cost little next to the kernel's own blocks (32.4 MB at 4,096 tokens here).
-    assert chunked[4096] < 1.3 * temp_bytes(chunked_attention, 4096, segments=False)
+    assert chunked[4096] < 1.3 * attention_temp_bytes(chunked_attention, 4096)

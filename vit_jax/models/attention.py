@@ -54,6 +54,11 @@ def _query_key_segments(segment_ids: Segments) -> tuple[Array, Array]:
     return segment_ids, segment_ids
 
 
+def _same_segment(q_ids: Array, k_ids: Array) -> Array:
+    """(B, 1, Nq, Nk) bool: which query-key pairs share a segment (every kernel's mask)."""
+    return q_ids[:, None, :, None] == k_ids[:, None, None, :]
+
+
 def standard_attention(q: Array, k: Array, v: Array, *, return_weights: bool = False,
                        segment_ids: Segments | None = None) -> tuple[Array, Array | None]:
     """Softmax attention on (B, H, N, hd) inputs; returns the output (B, H, Nq, hd) and, if
@@ -68,8 +73,7 @@ def standard_attention(q: Array, k: Array, v: Array, *, return_weights: bool = F
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k).astype(jnp.float32)
     if segment_ids is not None:
-        q_ids, k_ids = _query_key_segments(segment_ids)
-        logits = jnp.where(q_ids[:, None, :, None] == k_ids[:, None, None, :], logits,
+        logits = jnp.where(_same_segment(*_query_key_segments(segment_ids)), logits,
                            _MASK_VALUE)
     # The output does not depend on the shift, so no gradient needs to flow through it.
     shift = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
@@ -153,7 +157,7 @@ def chunked_attention(q: Array, k: Array, v: Array, *, query_chunk: int = QUERY_
             if bias is not None:
                 s = s + bias
             if ks is not None:
-                s = jnp.where(qs[:, None, :, None] == ks[:, None, None, :], s, _MASK_VALUE)
+                s = jnp.where(_same_segment(qs, ks), s, _MASK_VALUE)
             # The output does not depend on m (it cancels), so no gradient flows through it.
             m_new = jax.lax.stop_gradient(jnp.maximum(m, s.max(axis=-1)))
             p = jnp.exp(s - m_new[..., None])
@@ -179,16 +183,17 @@ def _bnhd(x: Array) -> Array:
 
 
 def choose_kernel(backend: str, dtype, head_dim: int, num_keys: int,
-                  num_queries: int | None = None) -> str:
+                  num_queries: int | None = None, segmented: bool = False) -> str:
     """What ``auto`` runs: cuDNN's fused attention on GPU where it applies (half precision,
     head_dim a multiple of 8 up to 128, even query and key counts), else ``chunked`` from
     ``AUTO_CHUNK_MIN_TOKENS`` keys on, else ``standard``.
 
     Even lengths: cuDNN rejects odd ones ("Unsupported sequence length", jax 0.11.2 on an H200:
     benchmarks/RESULTS_GPU.md), so a ViT with a class token (197 tokens at B/16) runs
-    ``standard`` on GPU; ``class_token=False`` or one register token makes the count even."""
+    ``standard`` on GPU; ``class_token=False`` or one register token makes the count even.
+    ``segmented`` (packed sequences): the plain-JAX kernels, which take segment masks."""
     num_queries = num_keys if num_queries is None else num_queries
-    if (backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+    if (backend == "gpu" and not segmented and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
             and head_dim % 8 == 0 and head_dim <= 128
             and num_keys % 2 == 0 and num_queries % 2 == 0):
         return "cudnn"
@@ -206,11 +211,9 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
     """Attention output only, through the kernel named by ``implementation``; q, k, v and the
     output are (B, H, N, hd). ``segment_ids`` (``standard_attention``'s): packed sequences
     (every kernel keeps attention inside a segment; ``auto`` then picks a plain-JAX kernel)."""
-    if implementation == "auto" and segment_ids is not None:
-        implementation = _plain_kernel(k.shape[2])
     if implementation == "auto":
         implementation = choose_kernel(jax.default_backend(), q.dtype, q.shape[-1], k.shape[2],
-                                       q.shape[2])
+                                       q.shape[2], segmented=segment_ids is not None)
         if implementation == "cudnn":
             try:
                 return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v),
@@ -219,10 +222,7 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
                 # an unsupported cuDNN version or shape: the plain-JAX choice
                 implementation = _plain_kernel(k.shape[2])
     if implementation == "xla":
-        mask = None
-        if segment_ids is not None:
-            q_ids, k_ids = _query_key_segments(segment_ids)
-            mask = q_ids[:, None, :, None] == k_ids[:, None, None, :]
+        mask = None if segment_ids is None else _same_segment(*_query_key_segments(segment_ids))
         return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v), mask=mask,
                                                   implementation="xla"))
     if implementation == "chunked":

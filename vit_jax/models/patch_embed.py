@@ -102,12 +102,10 @@ class PatchEmbed(nnx.Module):
 
     def __call__(self, images: Array) -> Array:
         grid_size(images.shape[1:3], self.patch_size)  # clear error before XLA's
-        kernel = self.kernel[...].astype(images.dtype)
         if self.method == "patchify":
-            x = patchify(images, self.patch_size) @ kernel.reshape(-1, kernel.shape[-1])
-        else:
-            conv = conv_embed if jax.default_backend() == "cpu" else _conv
-            x = conv(images, kernel)
+            return self.embed_patches(patchify(images, self.patch_size))
+        conv = conv_embed if jax.default_backend() == "cpu" else _conv
+        x = conv(images, self.kernel[...].astype(images.dtype))
         return x + self.bias[...].astype(x.dtype)
 
     def embed_patches(self, patches: Array) -> Array:
