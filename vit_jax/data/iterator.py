@@ -8,12 +8,15 @@ dataset at `step`: the state is tiny, JSON-serialisable, independent of the work
 
 from __future__ import annotations
 
+import atexit
+import functools
 import gc
 import sys
 from typing import Any
 
 import grain
 from absl import flags
+from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
 
 from vit_jax.data.errors import DataError
 
@@ -54,6 +57,7 @@ class BatchIterator(grain.DatasetIterator):
         ds = batches.to_iter_dataset(read)
         if self._workers:
             _make_grain_profiling_flag_readable()
+            _release_shared_memory_at_exit()
             options = grain.MultiprocessingOptions(
                 num_workers=self._workers, per_worker_buffer_size=max(self._prefetch, 1)
             )
@@ -89,13 +93,19 @@ def _wait_for_shared_memory_release() -> None:
     background thread when the batch is garbage-collected; a program that exits right after
     its last batch leaves those releases undone, and Python then warns of "leaked
     shared_memory objects". One no-op through the same single-thread pool runs after them."""
-    from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
-
     pool = getattr(SharedMemoryArray, "_del_thread_pool", None)
     if pool is None or sys.is_finalizing():  # at exit the pool may be gone: never block there
         return
     gc.collect()  # batches caught in reference cycles queue their release now
     pool.apply_async(int).wait(timeout=10)
+
+
+@functools.cache
+def _release_shared_memory_at_exit() -> None:
+    """Batches still referenced when the iterator closes (the train loop's last batch, a
+    device prefetch buffer) queue their release only when dropped, often as the program ends;
+    waiting once more at exit, after they are gone, keeps those from leaking too."""
+    atexit.register(_wait_for_shared_memory_release)
 
 
 def _make_grain_profiling_flag_readable() -> None:
