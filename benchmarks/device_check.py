@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.timing import host_info
+from vit_jax.runtime import host_info
 
 REPO = Path(__file__).resolve().parents[1]
 GiB = 2**30

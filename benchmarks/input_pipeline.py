@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.timing import host_info
+from vit_jax.runtime import host_info
 
 REPO = Path(__file__).resolve().parents[1]
 PP = "decode|inception_crop(224)|flip_lr|value_range(-1,1)"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from benchmarks.duel import TIMM_NAMES, duel
 from benchmarks.duel import table as duel_table
-from benchmarks.timing import host_info
+from vit_jax.runtime import host_info
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "levers")

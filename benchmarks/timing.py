@@ -4,14 +4,9 @@ runs in another interpreter, without jax or vit_jax)."""
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 
 def timed(fn: Callable[[], object], repeats: int,
@@ -45,29 +40,3 @@ def serve_loop(steps: dict[str, Callable[[], object]], info: dict) -> None:
             break
         wall, cpu = timed(steps[cmd["run"]], int(cmd.get("n", 1)), warmup=0)
         print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
-
-
-def host_info() -> dict[str, Any]:
-    """CPU model and the ISA flags that matter for XLA:CPU, GPU name and driver."""
-    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "machine": platform.machine()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        for line in cpuinfo.splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                info["isa"] = sorted(f for f in flags if f.startswith(("avx512", "amx"))
-                                     or f in ("avx2", "fma"))
-                break
-    except OSError:
-        pass
-    try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=20)
-        if smi.returncode == 0:
-            info["gpu"] = smi.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return info

@@ -5,9 +5,11 @@ import pytest
 
 from tests.helpers import tiny_config
 from vit_jax.analysis import (
+    attention_entropy,
     attention_rollout,
     class_token_attention,
     patch_position_table,
+    position_signal,
     position_similarity,
     upsample_map,
 )
@@ -98,3 +100,24 @@ def test_model_attention_and_tables_plug_in():
                                   np.asarray(model.posemb.pos_embedding[...])[0, 1:])
     assert upsample_map(maps[0, 0], (8, 8)).shape == (8, 8)
     assert upsample_map(maps[0, 0], (8, 8))[3, 5] == maps[0, 0, 0, 1]
+
+
+def test_attention_entropy_is_one_for_uniform_and_zero_for_one_hot_rows():
+    tokens = 7
+    uniform = np.full((2, 3, 4, tokens, tokens), 1 / tokens)
+    one_hot = np.broadcast_to(np.eye(tokens), (2, 3, 4, tokens, tokens))
+    np.testing.assert_allclose(attention_entropy(uniform), [1.0, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(attention_entropy(one_hot), [0.0, 0.0], atol=1e-12)
+    half = np.concatenate([uniform[:1], one_hot[:1]])  # per layer, in order
+    np.testing.assert_allclose(attention_entropy(half), [1.0, 0.0], atol=1e-12)
+    with pytest.raises(ValueError, match="expected"):
+        attention_entropy(uniform[0])
+
+
+def test_position_signal_compares_posemb_to_patch_content():
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
+    signal = {kind: position_signal(build_model(tiny_config(**{"model.posemb": kind}), 10),
+                                    images) for kind in ("learn", "sincos2d", "none")}
+    assert signal["none"] == 0.0
+    # learned tables start at std 0.02; sin-cos values are O(1): ~30x louder at init
+    assert 0 < signal["learn"] < 0.1 < signal["sincos2d"]

@@ -13,7 +13,8 @@ from vit_jax.train import train_and_evaluate
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 # (file, arg) pairs: each config with each argument its docstring advertises.
-SHIPPED = [("quickstart", None), ("mnist_folder", "/nonexistent"), ("small_data", "vit"),
+SHIPPED = [("quickstart", None), ("mnist", "/nonexistent"), ("mnist_folder", "/nonexistent"),
+           ("small_data", "vit"),
            ("small_data", "SimpleCNN"), ("small_data", "SmallResNet"), ("cifar10", None),
            ("cifar10", "Ti/4"),           ("imagenet_vit", "B/16"), ("imagenet_vit", "S/16,300"),
            ("finetune", None)]
@@ -42,7 +43,8 @@ def test_config_model_builds(name, arg):
     assert "python -m vit_jax.main --config=configs/" in (CONFIGS / f"{name}.py").read_text()
 
 
-@pytest.mark.parametrize("name,arg", [("cifar10", None), ("imagenet_vit", "B/16")])
+@pytest.mark.parametrize("name,arg", [("cifar10", None), ("imagenet_vit", "B/16"),
+                                      ("mnist", None)])
 def test_user_data_configs_explain_missing_data(name, arg, tmp_path):
     config = load(name, arg)
     config.data.data_dir = str(tmp_path)

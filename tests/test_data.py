@@ -285,8 +285,8 @@ def test_eval_examples_match_the_split(cfg):
 def test_config_errors_name_valid_choices(cfg):
     with pytest.raises(data.DataError, match="unknown data config keys \\['batch'\\]; valid keys"):
         data.dataset_info(dict(cfg, batch=3))
-    with pytest.raises(data.DataError, match="unknown dataset name 'mnist'; valid: 'digits'"):
-        data.dataset_info(dict(cfg, name="mnist"))
+    with pytest.raises(data.DataError, match="unknown dataset name 'cifar'; valid: 'digits'"):
+        data.dataset_info(dict(cfg, name="cifar"))
     with pytest.raises(data.DataError, match="unknown data.shapes keys \\['size'\\]"):
         data.dataset_info(dict(cfg, shapes=dict(size=3)))
     with pytest.raises(data.DataError, match="use onehot\\(6\\)"):

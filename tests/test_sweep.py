@@ -11,8 +11,10 @@ import pytest
 from flax import nnx
 
 from tests.helpers import tiny_config
+from tests.test_data_mnist import make_mnist_folder
 from vit_jax import count_params
 from vit_jax.config import build_model, load_config_file, validate
+from vit_jax.data.prepare import ENV_DATA_DIR
 from vit_jax.sweep import expand_points, resolution_sweep_config, sweep_config
 from vit_jax.sweep.points import Preempted
 from vit_jax.sweep.runner import run_sweep
@@ -22,7 +24,8 @@ SWEEPS = Path(__file__).parent.parent / "configs" / "sweeps"
 SHIPPED = [("patch_size", None), ("patch_size", "16"), ("patch_size", "32"),
            ("patch_size", "digits"), ("patch_size", "smoke"), ("posemb", None),
            ("posemb", "smoke"), ("vit_vs_cnn", None), ("vit_vs_cnn", "smoke"),
-           ("resolution", None), ("resolution", "smoke")]
+           ("resolution", None), ("resolution", "smoke"), ("patch_size", "mnist:{mnist}"),
+           ("pixel_tokens", "{mnist}")]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -138,11 +141,17 @@ def test_every_sweep_config_file_is_listed():
 
 
 @pytest.mark.parametrize("name,arg", SHIPPED)
-def test_sweep_config_points_validate(name, arg, tmp_path):
+def test_sweep_config_points_validate(name, arg, tmp_path, monkeypatch):
     """Every point of every shipped sweep builds and validates (model, optimizer, data
-    pipeline). Only the shapes dataset is shrunk, so nothing big is rendered here."""
+    pipeline). Only the shapes dataset is shrunk, so nothing big is rendered here; the MNIST
+    studies get a small generated IDX folder."""
     path = SWEEPS / f"{name}.py"
     assert "python -m vit_jax.sweep --config=configs/sweeps/" in path.read_text()
+    if arg and "{mnist}" in arg:
+        monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "cache"))
+        (tmp_path / "mnist").mkdir()
+        make_mnist_folder(str(tmp_path / "mnist"))
+        arg = arg.format(mnist=tmp_path / "mnist")
     sweep = load_config_file(path, arg)
     sweep.lock()
     if sweep.kind == "resolution":

@@ -103,3 +103,27 @@ def upsample_map(values: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
     if h % gh or w % gw:
         raise ValueError(f"image {h}x{w} is not a whole number of {gh}x{gw} patches")
     return np.repeat(np.repeat(values, h // gh, axis=-2), w // gw, axis=-1)
+
+
+def attention_entropy(attention) -> np.ndarray:
+    """Per layer, the mean entropy of the attention rows divided by ln(tokens): 1.0 is uniform
+    attention (every token averaged alike, as at initialisation), near 0 attends to one token.
+    ``attention``: ``(depth, batch, heads, tokens, tokens)``; returns ``(depth,)``."""
+    attention = np.asarray(attention, np.float64)
+    if attention.ndim != 5 or attention.shape[-1] != attention.shape[-2]:
+        raise ValueError(f"expected (depth, batch, heads, tokens, tokens), got {attention.shape}")
+    p = np.clip(attention, 1e-30, 1.0)
+    entropy = -(p * np.log(p)).sum(-1)
+    return entropy.mean(axis=(1, 2, 3)) / np.log(attention.shape[-1])
+
+
+def position_signal(model, images) -> float:
+    """RMS of the position embeddings over RMS of the patch embeddings of ``images``: how
+    loud "where" is next to "what" in the tokens the encoder receives (0 without positions)."""
+    pe = model.posemb
+    if pe.kind == "none":
+        return 0.0
+    table = patch_position_table(model)
+    content = np.asarray(model.patch_embed(np.asarray(images, np.float32)), np.float64)
+    return float(np.sqrt(np.mean(table.astype(np.float64) ** 2)) /
+                 max(np.sqrt(np.mean(content ** 2)), 1e-12))

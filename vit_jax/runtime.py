@@ -22,7 +22,11 @@ import importlib.metadata
 import importlib.util
 import os
 import pkgutil
+import platform
+import subprocess
 from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
 
 OPT_OUT_ENV = "VIT_JAX_CPU_FLAGS"
 # Flags appended on XLA:CPU, each a measured win (see the module docstring for what lost).
@@ -76,3 +80,37 @@ def accelerator_plugins(env: Mapping[str, str] | None = None) -> list[str]:
     if importlib.util.find_spec("libtpu") is not None or env.get("TPU_LIBRARY_PATH"):
         found.append("libtpu")
     return sorted(set(found))
+
+
+def host_info() -> dict[str, Any]:
+    """CPU model and the ISA flags that matter for XLA:CPU, GPU name and driver: the machine a
+    measurement (a benchmark table, a sweep record) names as the one it ran on."""
+    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "machine": platform.machine()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        for line in cpuinfo.splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                info["isa"] = sorted(f for f in flags if f.startswith(("avx512", "amx"))
+                                     or f in ("avx2", "fma"))
+                break
+    except OSError:
+        pass
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20)
+        if smi.returncode == 0:
+            info["gpu"] = smi.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+def describe_host() -> str:
+    """One line: CPU model x cores, and the GPU if any."""
+    info = host_info()
+    text = f"{info.get('cpu', info['machine'])} x {info['cpu_count']} cores"
+    return text + (f", {info['gpu']}" if info.get("gpu") else "")

@@ -2,11 +2,18 @@
 
   python -m vit_jax.sweep --config=configs/sweeps/patch_size.py --workdir=runs/sweeps/patch_size
 
-The argument is the image size: `16` (default; the embedded shapes rendered at 16x16, so
-1, 4, 16, 64 and 256 patch tokens), `32` (4 ... 1,024 tokens; patch 1 uses the O(N)-memory
-`chunked` attention; many hours on CPU), `digits` (the real 8x8 digits upsampled to 16x16, the
-quickstart's data: an easier task, so the differences between patch sizes show clearly at the
-same steps) or `smoke` (patches 8 and 2 at 16x16, 20 steps).
+`mnist:DIR` is the study on real data: MNIST at 28x28 (DIR = the folder of its four
+IDX files), patch 14, 7, 4, 2, 1 (4 ... 784 patch tokens, seed 003's pixel-transformer input
+size), a ViT small enough for 785 tokens on a CPU (width 64, depth 2, 2 heads), seeds 0, 1, 2,
+and every point at the training FLOPs of patch 4 at 600 steps of 64 images; add
+`--config.budget.kind=steps` for 600 steps each instead. Its results: docs/results/
+patch_size_mnist_{flops,steps}/.
+
+The other arguments are the old procedural-shapes study: the image size `16` (default; the
+embedded shapes rendered at 16x16, so 1, 4, 16, 64 and 256 patch tokens), `32` (4 ... 1,024
+tokens; patch 1 uses the O(N)-memory `chunked` attention; many hours on CPU), `digits` (the real
+8x8 digits upsampled to 16x16, the quickstart's data: an easier task, so the differences between
+patch sizes show clearly at the same steps) or `smoke` (patches 8 and 2 at 16x16, 20 steps).
 Everything but the patch size is fixed: a small ViT (width 96, depth 4, 3 heads), the data, the
 steps and the optimizer. With the image size fixed, a smaller patch means more tokens and more
 compute per image and, per seed 003, better accuracy.
@@ -16,13 +23,21 @@ from vit_jax.config import base_config, model_config
 from vit_jax.models.attention import AUTO_CHUNK_MIN_TOKENS
 from vit_jax.sweep import sweep_config
 
+# The position embedding pixel tokens need (configs/sweeps/pixel_tokens.py measured why).
+MNIST_POSEMB = "sincos2d"
+
 PATCHES = (16, 8, 4, 2, 1)
+
+
+MNIST_PATCHES = (14, 7, 4, 2, 1)
 
 
 def get_config(arg: str | None = None):
     arg = arg or "16"
+    if arg.startswith("mnist:"):
+        return mnist_study(arg.removeprefix("mnist:"))
     if arg not in ("16", "32", "digits", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; valid: 16, 32, digits, smoke")
+        raise ValueError(f"unknown argument {arg!r}; valid: 16, 32, digits, smoke, mnist:DIR")
     size = 16 if arg in ("smoke", "digits") else int(arg)
     c = base_config()
     c.total_steps = 500
@@ -61,3 +76,30 @@ def get_config(arg: str | None = None):
         x_label=f"patch size (image {size}x{size})",
         description=(f"Seed 003 at {size}x{size}: only the patch size changes, so smaller patches "
                      "mean more tokens (class token included) and more compute per image."))
+
+
+def mnist_study(folder: str):
+    c = base_config()
+    c.seed = 0
+    c.batch_size = 64
+    c.total_steps = 600
+    c.data.name = "mnist"
+    c.data.data_dir = folder
+    c.data.pp_train = "decode(1)|value_range(-1,1)|onehot(10)"
+    c.data.pp_eval = "decode(1)|value_range(-1,1)|onehot(10)"
+    c.model = model_config("Ti/16", image_size=28, in_channels=1, width=64, depth=2,
+                           num_heads=2, mlp_dim=256, patch_size=4, posemb=MNIST_POSEMB,
+                           attention="standard")
+    c.optim.update(name="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine",
+                   warmup_steps=60, grad_clip_norm=1.0)
+    c.eval_every_steps = c.checkpoint_every_steps = 100_000  # once, at the end
+    c.log_every_steps = 50
+    c.eval_batch_size = 1000
+    points = [{"model.patch_size": p} for p in MNIST_PATCHES]
+    return sweep_config(
+        "patch_size_mnist", c, points, x_key="model.patch_size", log_x=True,
+        x_label="patch size (MNIST 28x28)", seeds=[0, 1, 2],
+        budget={"kind": "flops", "reference": "patch_size=4"},
+        measure={"throughput_steps": 2, "internals": True},
+        description=("Seed 003 on real data: MNIST at 28x28, only the patch size changes (4 to "
+                     "784 patch tokens + the class token), three seeds per point."))

@@ -13,7 +13,8 @@ from vit_jax.data.errors import DataError
 from vit_jax.paths import absolute
 
 EMBEDDED = ("digits", "shapes")
-NAME_CHOICES = "'digits', 'shapes', 'folder' (with root=...) or 'tfds:<name>' (with data_dir=...)"
+NAME_CHOICES = ("'digits', 'shapes', 'mnist' (with data_dir=<folder of the IDX files>), "
+                "'folder' (with root=...) or 'tfds:<name>' (with data_dir=...)")
 SHAPES_DEFAULTS = dict(image_size=32, num_train=10000, num_test=2000, seed=0)
 
 
@@ -22,7 +23,9 @@ class DataConfig:
     """Validated data config. Build it with `resolve(config)` from a ConfigDict or dict."""
 
     name: str = "shapes"
-    data_dir: str | None = None  # TFDS data_dir; None: $VIT_JAX_DATA_DIR or ~/.cache/vit_jax/tfds.
+    # TFDS data_dir; None: $VIT_JAX_DATA_DIR or ~/.cache/vit_jax/tfds. For "mnist": the folder
+    # holding its four IDX files (prepared into the default one).
+    data_dir: str | None = None
     root: str | None = None  # Image folder root (name="folder"): root/<split>/<class>/<image>.
     train_split: str = "train"
     eval_split: str = "test"
@@ -74,9 +77,13 @@ def resolve(config: Mapping[str, Any] | ml_collections.ConfigDict | DataConfig) 
 def _check(cfg: DataConfig) -> None:
     name = cfg.name
     if not isinstance(name, str) or not (
-        name in EMBEDDED or name == "folder" or (name.startswith("tfds:") and len(name) > 5)
+        name in (*EMBEDDED, "mnist", "folder") or (name.startswith("tfds:") and len(name) > 5)
     ):
         raise DataError(f"unknown dataset name {name!r}; valid: {NAME_CHOICES}")
+    if name == "mnist":
+        from vit_jax.data.mnist import find_files  # imports TFDS: only when needed
+
+        find_files(cfg.data_dir)
     if name == "folder" and not cfg.root:
         raise DataError("name='folder' needs root=<dir> holding <split>/<class>/<image files>")
     if name == "folder" and not os.path.isdir(cfg.root):

@@ -14,6 +14,7 @@ from vit_jax.data.corrupt import drop_corrupt
 from vit_jax.data.digits import Digits
 from vit_jax.data.errors import DataError
 from vit_jax.data.folder import FolderRecords, list_classes
+from vit_jax.data.mnist import MnistIdx, mnist_config
 from vit_jax.data.prepare import prepared_builder
 from vit_jax.data.records import Records, Subset, TfdsRecords
 from vit_jax.data.shapes import Shapes, shapes_config
@@ -36,6 +37,9 @@ def load_split(cfg: DataConfig, split: str, *, subset: int | None = None) -> Spl
         loaded = Split(f"{cfg.root}/{split}", records, len(classes), tuple(classes))
     elif cfg.name == "digits":
         loaded = _tfds_split(prepared_builder(Digits, data_dir=cfg.data_dir), split, cfg)
+    elif cfg.name == "mnist":
+        loaded = _tfds_split(prepared_builder(MnistIdx, config=mnist_config(cfg.data_dir)),
+                             split, cfg)
     elif cfg.name == "shapes":
         config = shapes_config(**cfg.shapes)
         builder = prepared_builder(Shapes, data_dir=cfg.data_dir, config=config)
@@ -43,7 +47,7 @@ def load_split(cfg: DataConfig, split: str, *, subset: int | None = None) -> Spl
     else:
         builder = _user_builder(cfg.name.removeprefix("tfds:"), cfg.data_dir)
         loaded = _tfds_split(builder, split, cfg)
-    if cfg.skip_corrupt and cfg.name not in EMBEDDED:  # Ours are known to be good.
+    if cfg.skip_corrupt and cfg.name not in (*EMBEDDED, "mnist"):  # ours are known to be good
         records = loaded.records
         # Folder files can change between calls: key the cached scan on their sizes and mtimes.
         key = (

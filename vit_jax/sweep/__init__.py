@@ -3,7 +3,8 @@
   python -m vit_jax.sweep --config=configs/sweeps/patch_size.py --workdir=runs/sweeps/patch_size
 
 A sweep config (``configs/sweeps/*.py``) returns ``base`` (a full experiment config) and
-``points`` (flat deltas like ``{"model.patch_size": 8}``); ``runner`` trains every point in its
+``points`` (flat deltas like ``{"model.patch_size": 8}``), optionally ``seeds`` (every point
+once per seed) and a ``budget`` (equal steps or equal FLOPs); ``runner`` trains every run in its
 own workdir: ``points`` (deltas, records, progress), ``grid`` (train, measure, evaluate each
 point) or ``resolution`` (one checkpoint at other resolutions), chosen by the config's ``kind``
 in ``runner``; ``measure`` adds parameters / tokens / FLOPs / memory / throughput, ``report``
@@ -16,7 +17,8 @@ import ml_collections as mlc
 from ml_collections.config_dict import placeholder
 
 # What each row of a sweep's table shows and which plots it draws, by default.
-DEFAULT_TABLE = ("name", "params", "tokens", "gflops", "train_img_s", "eval_img_s",
+DEFAULT_TABLE = ("name", "params", "tokens", "gflops", "total_steps", "train_tflops",
+                 "train_img_s", "eval_img_s",
                  "peak_memory_mib", "wall_seconds", "best_accuracy", "final_accuracy",
                  "final_loss", "train_accuracy", "status")
 DEFAULT_PLOTS = ("accuracy_vs_x", "accuracy_vs_tokens", "accuracy_vs_gflops",
@@ -46,7 +48,13 @@ def sweep_config(name: str, base: mlc.ConfigDict, points: list[dict], *,
     c.plots = list(DEFAULT_PLOTS)
     c.table_columns = list(DEFAULT_TABLE)
     c.eval_train = False  # also evaluate the final model on the training examples
-    c.measure = mlc.ConfigDict(dict(throughput_steps=5))  # 0: skip the timed steps
+    # throughput_steps 0: skip the timed steps; internals: attention entropy, position signal
+    c.measure = mlc.ConfigDict(dict(throughput_steps=5, internals=False))
+    c.seeds = []  # each point once per seed; tables show mean +- std (n), plots error bars
+    # "steps": each point's own total_steps; "flops": all at ``reference``'s compute (budget.py)
+    c.budget = mlc.ConfigDict(dict(kind="steps", reference=""))
+    c.conclusion = ""  # the study's answer to its question, ending results.md
+    c.limits = ""  # what the study does not show
     _set_options(c, options)
     return c
 

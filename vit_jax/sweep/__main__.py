@@ -24,13 +24,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def dry_run(sweep) -> None:
     from vit_jax.config import validate
     from vit_jax.sweep import expand_points
+    from vit_jax.sweep.budget import apply_budget
 
     if sweep.get("kind", "grid") == "resolution":
         print(f"resolution sweep {sweep.name}: resolutions {list(sweep.resolutions)}, "
               f"methods {list(sweep.methods)}, init_from {sweep.init_from}")
         validate(sweep.base)
         return
-    points = expand_points(sweep)
+    points = apply_budget(expand_points(sweep), sweep)
     for p in points:
         try:
             if p.config_error:

@@ -12,7 +12,10 @@ from vit_jax.evaluators import ModelView
 from vit_jax.evaluators.classification import Classification
 from vit_jax.loading import load_model
 from vit_jax.logs import log
+from vit_jax.runtime import describe_host
 from vit_jax.sweep import measure, report
+from vit_jax.sweep.budget import apply_budget
+from vit_jax.sweep.internals import internals
 from vit_jax.sweep.points import (
     Point,
     Preempted,
@@ -38,6 +41,10 @@ def run_point(point: Point, workdir: Path, sweep: mlc.ConfigDict) -> dict:
             measured = measure.measure(config, info.num_classes, info.image_shape,
                                        throughput_steps=steps)
         rec.update(measured)
+        rec["total_steps"], rec["host"] = config.total_steps, describe_host()
+        if measured.get("gflops"):  # training ~ 3x the forward pass (backward = 2x)
+            rec["train_tflops"] = 3 * measured["gflops"] * config.batch_size \
+                * config.total_steps / 1e3
         steps = complete_steps(workdir)
         results = train_and_evaluate(config, workdir)
         if "final" not in results:
@@ -45,6 +52,8 @@ def run_point(point: Point, workdir: Path, sweep: mlc.ConfigDict) -> dict:
         rec.update(_run_metrics(results, config, steps[-1] if steps else 0))
         if sweep.get("eval_train"):
             rec.update(_train_accuracy(config, workdir))
+        if (sweep.get("measure") or {}).get("internals"):
+            rec.update(internals(config, workdir, info.num_classes))
 
     return attempt(point, workdir, body)
 
@@ -76,7 +85,7 @@ def _run_metrics(results: dict, config: mlc.ConfigDict, start_step: int) -> dict
 
 def run(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
     """Runs (or resumes) every point; writes the reports after each."""
-    points = expand_points(sweep)
+    points = apply_budget(expand_points(sweep), sweep)
     progress = Progress(sweep.name, len(points), log)
     records: list[dict] = []
     for point in points:

@@ -39,6 +39,8 @@ class Point:
     base: str | None  # key into the sweep's ``bases``; None = ``base``
     config: mlc.ConfigDict | None
     config_error: str | None = None  # the delta did not apply (e.g. an unknown key)
+    group: str | None = None  # the point this run is a seed of (its table row); None: itself
+    seed: int | None = None  # the seed a ``seeds`` sweep gave this run
 
 
 def _format_value(value) -> str:
@@ -65,42 +67,58 @@ def config_fingerprint(config: mlc.ConfigDict) -> dict:
 
 
 def make_point(index: int, name: str, delta: dict, base: mlc.ConfigDict,
-               base_name: str | None = None) -> Point:
+               base_name: str | None = None, **fields) -> Point:
     """``base`` with ``delta`` applied (locked: a mistyped key is an error, not a new option);
     a delta that does not apply is kept as that point's error, so the others still run."""
     try:
         config = copy.deepcopy(base)
         config.lock()
         config.update_from_flattened_dict(delta)
-        return Point(index, name, delta, base_name, config)
+        return Point(index, name, delta, base_name, config, **fields)
     except (KeyError, AttributeError, TypeError, ValueError) as e:
         return Point(index, name, delta, base_name, None,
-                     f"{type(e).__name__}: bad point delta {delta}: {e}")
+                     f"{type(e).__name__}: bad point delta {delta}: {e}", **fields)
 
 
 def expand_points(sweep: mlc.ConfigDict) -> list[Point]:
-    """The grid sweep's points with their full configs."""
+    """The grid sweep's runs with their full configs: each point once, or (``seeds``) once per
+    seed, seed-major (every point at the first seed, then every point at the next), so a sweep
+    stopped early already covers every point."""
     bases = sweep.get("bases") or {}
-    points, names = [], set()
-    for i, raw in enumerate(sweep.points, start=1):
+    named: list[tuple[str, dict, str | None]] = []
+    for raw in sweep.points:
         raw = dict(raw)
         base_name = raw.pop("base", None)
-        name = raw.pop("name", None)
-        delta = raw
-        name = name or (point_name(delta) if base_name is None
-                        else point_name({"base": base_name, **delta}))
-        if name in names:
+        name = raw.pop("name", None) or (point_name(raw) if base_name is None
+                                         else point_name({"base": base_name, **raw}))
+        if name in (n for n, _, _ in named):
             raise ValueError(f"two points of sweep {sweep.name!r} are both named {name!r}; "
                              "give them distinct deltas or a 'name'")
-        names.add(name)
+        named.append((name, raw, base_name))
+    seeds = list(sweep.get("seeds") or [])
+    if len(set(seeds)) != len(seeds) or not all(_is_int(s) and s >= 0 for s in seeds):
+        raise ValueError(f"sweep seeds must be distinct ints >= 0, got {seeds}")
+    if seeds and any("seed" in delta for _, delta, _ in named):
+        raise ValueError("a point's delta sets 'seed' while the sweep has seeds: use one")
+    runs = [(name, delta, base_name, None) for name, delta, base_name in named] if not seeds \
+        else [(name, delta, base_name, s) for s in seeds for name, delta, base_name in named]
+    points = []
+    for i, (name, delta, base_name, seed) in enumerate(runs, start=1):
+        fields = {} if seed is None else dict(group=name, seed=seed)
+        run_name, delta = (name, delta) if seed is None else (f"{name},seed={seed}",
+                                                                {**delta, "seed": seed})
         if base_name is not None and base_name not in bases:
-            points.append(Point(i, name, delta, base_name, None,
+            points.append(Point(i, run_name, delta, base_name, None,
                                 f"KeyError: point base {base_name!r} is not in the sweep's "
-                                f"bases {sorted(bases)}"))
+                                f"bases {sorted(bases)}", **fields))
             continue
         base = bases[base_name] if base_name is not None else sweep.base
-        points.append(make_point(i, name, delta, base, base_name))
+        points.append(make_point(i, run_name, delta, base, base_name, **fields))
     return points
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 # ----------------------------------------------------------------------------- records
@@ -120,7 +138,7 @@ def load_record(point: Point, workdir: Path) -> dict | None:
     rec = _record_of_same_config(point, workdir)
     if rec is None or rec.get("status") != "done":
         return None
-    return {**rec, "index": point.index, "name": point.name}
+    return {**rec, "index": point.index, "name": point.name, "delta": point.delta}
 
 
 def save_record(rec: dict, workdir: Path) -> None:
@@ -138,6 +156,8 @@ def attempt(point: Point, workdir: Path, body: Callable[[dict, dict], None],
     earlier = earlier if earlier.get("status") == "preempted" else {}
     rec = {"index": point.index, "name": point.name, "delta": point.delta, "base": point.base,
            "status": "running", "workdir": str(workdir), **fields}
+    if point.group is not None:
+        rec.update(group=point.group, seed=point.seed)
     if point.config is not None:
         rec["config"] = config_fingerprint(point.config)
     t0 = time.time() - earlier.get("wall_seconds", 0.0)

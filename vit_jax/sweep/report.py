@@ -13,6 +13,7 @@ import ml_collections as mlc
 
 from vit_jax.paths import atomic_write
 from vit_jax.sweep import DEFAULT_PLOTS, DEFAULT_TABLE
+from vit_jax.sweep.aggregate import aggregate, has_seeds
 
 # (record key, markdown header, formatter); the CSV holds every key, the table these.
 Column = tuple[str, str, Callable[[object], str]]
@@ -40,6 +41,8 @@ COLUMNS: dict[str, Column] = {c[0]: c for c in [
     ("params", "params", _num("{:,}")),
     ("tokens", "tokens/img", _num("{:,}")),
     ("gflops", "GFLOPs/img (fwd)", _num("{:.4g}")),
+    ("total_steps", "steps", _num("{:,.0f}")),
+    ("train_tflops", "train TFLOPs", _num("{:.4g}")),
     ("peak_memory_mib", "train-step peak MiB", _num("{:,.0f}")),
     ("train_img_s", "train img/s", _num("{:,.1f}")),
     ("train_img_s_run", "train img/s (run)", _num("{:,.1f}")),
@@ -51,13 +54,22 @@ COLUMNS: dict[str, Column] = {c[0]: c for c in [
     ("final_loss", "final eval loss", _num("{:.4f}")),
     ("train_accuracy", "final train acc", pct),
     ("train_loss", "final train loss", _num("{:.4f}")),
+    ("attn_entropy_first_init", "attn entropy L1 (init)", _num("{:.3f}")),
+    ("attn_entropy_first", "attn entropy L1", _num("{:.3f}")),
+    ("attn_entropy_last", "attn entropy last", _num("{:.3f}")),
+    ("position_signal_init", "pos/patch RMS (init)", _num("{:.3g}")),
+    ("position_signal", "pos/patch RMS", _num("{:.3g}")),
+    ("n", "n", _num("{}")),
+    ("vs_top", "vs top (final acc, mean ± std)", str),
     ("status", "status", str),
 ]}
-CSV_FIRST = ("index", "name", "status", "params", "tokens", "gflops", "peak_memory_mib",
+CSV_FIRST = ("index", "name", "group", "seed", "status", "params", "tokens", "gflops",
+             "total_steps", "train_tflops", "peak_memory_mib",
              "train_img_s", "train_img_s_run", "eval_img_s", "wall_seconds", "train_seconds",
              "final_step", "final_accuracy", "final_loss", "best_step", "best_accuracy",
              "best_loss", "train_accuracy", "train_loss", "error")
 NOT_IN_CSV = ("delta", "config", "traceback")
+TEXT_COLUMNS = ("name", "status", "vs_top")
 
 
 def delta_keys(records: Sequence[dict]) -> list[str]:
@@ -86,10 +98,21 @@ def markdown_table(records: Sequence[dict], columns: Sequence[str]) -> str:
     columns = [c for c in columns
                if c in ("name", "status") or any(r.get(c) is not None for r in records)]
     lines = ["| " + " | ".join(COLUMNS[c][1] for c in columns) + " |",
-             "|" + "|".join("---" if c in ("name", "status") else "---:" for c in columns) + "|"]
+             "|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in columns) + "|"]
     for r in records:
-        lines.append("| " + " | ".join(COLUMNS[c][2](r.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(r, c) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def _cell(rec: dict, column: str) -> str:
+    """The value, or (a seeds row whose seeds differ) mean ± std."""
+    fmt = COLUMNS[column][2]
+    std = rec.get(f"{column}_std")
+    if not std or rec.get("n", 1) < 2:
+        return fmt(rec.get(column))
+    if fmt is pct:
+        return f"{100 * rec[column]:.2f} ± {100 * std:.2f}%"
+    return f"{fmt(rec[column])} ± {fmt(std)}"
 
 
 def write_data(records: Sequence[dict], sweep: mlc.ConfigDict, workdir: Path) -> None:
@@ -110,7 +133,8 @@ def write_reports(records: Sequence[dict], sweep: mlc.ConfigDict, workdir: Path,
     workdir = Path(workdir)
     write_data(records, sweep, workdir)
     columns = tuple(sweep.get("table_columns") or DEFAULT_TABLE)
-    plots = plot_all(records, sweep, workdir)
+    rows = aggregate(records) if has_seeds(records) else list(records)
+    plots = plot_all(rows, sweep, workdir)
     atomic_write(workdir / "results.md", markdown(records, sweep, columns, plots, total))
 
 
@@ -119,13 +143,25 @@ def markdown(records, sweep, columns, plots: Sequence[str], total: int | None) -
     parts = [f"# Sweep `{sweep.name}`", ""]
     if sweep.get("description"):
         parts += [sweep.description.strip(), ""]
-    parts += base_summaries(sweep) + [""]
+    parts += base_summaries(sweep) + [budget_summary(sweep, records), ""]
     if total is not None and len(records) < total:
-        parts += [f"*In progress: {len(records)} of {total} points so far.*", ""]
+        parts += [f"*In progress: {len(records)} of {total} runs so far.*", ""]
     shown = [c for c in columns if any(r.get(c) is not None for r in records)]
     notes = " ".join(NOTES[c] for c in shown if c in NOTES)
-    parts += [markdown_table(records, columns), "",
-              f"{done} of {len(records)} points finished. {notes}".strip(), ""]
+    if has_seeds(records):
+        rows = aggregate(records)
+        seeds = ", ".join(str(s) for s in sweep.seeds)
+        parts += [markdown_table(rows, _seed_columns(columns)), "",
+                  f"Each point was run with seeds {seeds}; numbers are mean ± sample standard "
+                  f"deviation over the n seeds that finished ({done} of {len(records)} runs). "
+                  "'vs top' compares final eval accuracy: a point is called below the top one "
+                  "only when its mean ± std interval does not overlap the top's. "
+                  f"{notes}".strip(), "",
+                  "<details><summary>Every run</summary>", "",
+                  markdown_table(records, columns), "", "</details>", ""]
+    else:
+        parts += [markdown_table(records, columns), "",
+                  f"{done} of {len(records)} points finished. {notes}".strip(), ""]
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
         parts += ["## Failed points", ""]
@@ -133,7 +169,30 @@ def markdown(records, sweep, columns, plots: Sequence[str], total: int | None) -
                   for r in failed]
         parts.append("")
     parts += [f"![{p}]({p})" for p in plots]
+    walls = [r["wall_seconds"] for r in records if r.get("wall_seconds")]
+    hosts = sorted({r["host"] for r in records if r.get("host")})
+    if walls:
+        parts += ["", f"Ran {len(walls)} runs in {_wall(sum(walls))} of wall time (sum over runs)"
+                  + (f" on {'; '.join(hosts)}." if hosts else ".")]
+    for title, key in (("Answer", "conclusion"), ("What it does not show", "limits")):
+        if sweep.get(key):
+            parts += ["", f"## {title}", "", " ".join(sweep[key].split())]
     return "\n".join(parts) + "\n"
+
+
+def _seed_columns(columns: Sequence[str]) -> list[str]:
+    """A seeds table adds n and the separation test before the status."""
+    columns = [c for c in columns if c != "status"]
+    return columns + ["n", "vs_top", "status"]
+
+
+def budget_summary(sweep: mlc.ConfigDict, records: Sequence[dict]) -> str:
+    budget = sweep.get("budget") or {}
+    if budget.get("kind", "steps") == "flops":
+        return (f"Budget: equal training FLOPs: every point gets the compute of "
+                f"`{budget.reference}` at its configured steps (steps = that budget / "
+                "(forward FLOPs per image x batch); warmup scaled alike).")
+    return "Budget: each point trains its configured steps."
 
 
 def describe_config(c: mlc.ConfigDict) -> str:
@@ -171,6 +230,11 @@ NOTES = {
     "train_img_s_run": "'(run)' = steps x batch / the run's train seconds (includes compile, "
                        "evals, checkpoints).",
     "wall_seconds": "Wall: the whole point (measurements, training, evals).",
+    "attn_entropy_first": "Attn entropy: mean entropy of the attention rows of the first / last "
+                          "layer over ln(tokens), on 64 test images (1 = uniform).",
+    "position_signal": "Pos/patch RMS: position embeddings' RMS over the patch embeddings' "
+                       "RMS on those images.",
+    "train_tflops": "Train TFLOPs: 3 x forward FLOPs x batch x steps (backward = 2x forward).",
     "train_accuracy": "Final train acc: the final model evaluated (eval preprocessing) on the "
                       "training examples.",
 }
@@ -216,7 +280,8 @@ def plot_xy(records, path: Path, *, x_key: str, x_label: str, log_x: bool,
             series: Sequence[tuple[str, str, str]], y_label: str, title: str,
             log_y: bool = False) -> bool:
     """One line per series over the points whose x is a number; bars if x is categorical."""
-    done = [r for r in records if r["status"] == "done" and _x_value(r, x_key) is not None]
+    done = [r for r in records if (r["status"] == "done" or r.get("n"))
+            and _x_value(r, x_key) is not None]
     xs = [_x_value(r, x_key) for r in done]
     series = [s for s in series if any(_is_number(r.get(s[0])) for r in done)]
     if not done or not series:
@@ -225,8 +290,11 @@ def plot_xy(records, path: Path, *, x_key: str, x_label: str, log_x: bool,
     if all(_is_number(x) for x in xs):
         order = sorted(range(len(done)), key=lambda i: xs[i])
         for key, label, style in series:
-            pts = [(xs[i], done[i][key]) for i in order if _is_number(done[i].get(key))]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+            pts = [(xs[i], done[i][key], done[i].get(f"{key}_std") or 0.0)
+                   for i in order if _is_number(done[i].get(key))]
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], fmt=style, label=label,
+                        yerr=[p[2] for p in pts] if any(p[2] for p in pts) else None,
+                        capsize=3)
         for i in order:  # label each point with its name: tokens/FLOPs plots mix keys
             y = done[i].get(series[0][0])
             if _is_number(y):
@@ -244,8 +312,10 @@ def plot_xy(records, path: Path, *, x_key: str, x_label: str, log_x: bool,
         width = 0.8 / len(series)
         for j, (key, label, _) in enumerate(series):
             ys = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in done]
+            errs = [r.get(f"{key}_std") or 0.0 for r in done]
             pos = [i + (j - (len(series) - 1) / 2) * width for i in range(len(done))]
-            bars = ax.bar(pos, ys, width, label=label)
+            bars = ax.bar(pos, ys, width, label=label, yerr=errs if any(errs) else None,
+                          capsize=3)
             ax.bar_label(bars, labels=[f"{y:.1%}" if y <= 1 else f"{y:.3g}" for y in ys],
                          fontsize=6)
         ax.set_xticks(range(len(done)), [str(x) for x in xs])
