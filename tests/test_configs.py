@@ -14,7 +14,7 @@ from vit_jax.train import train_and_evaluate
 CONFIGS = Path(__file__).parent.parent / "configs"
 # (file, arg) pairs: each config with each argument its docstring advertises.
 SHIPPED = [("quickstart", None), ("mnist", "/nonexistent"), ("mnist_folder", "/nonexistent"),
-           ("small_data", "vit"),
+           ("small_data", "vit"), ("small_data", "SmallResNet,mnist:/nonexistent"),
            ("small_data", "SimpleCNN"), ("small_data", "SmallResNet"), ("cifar10", None),
            ("cifar10", "Ti/4"),           ("imagenet_vit", "B/16"), ("imagenet_vit", "S/16,300"),
            ("finetune", None)]

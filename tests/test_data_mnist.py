@@ -2,32 +2,22 @@
 
 The suite writes its own small IDX files (never the real MNIST, which it must not need)."""
 
-import gzip
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vit_jax import data
 from vit_jax.data.errors import DataError
-from vit_jax.data.mnist import FILES
+from vit_jax.data.mnist import FILES, write_idx
 from vit_jax.data.prepare import ENV_DATA_DIR
 from vit_jax.data.sources import load_split
 
 COUNTS = {"train": 60, "test": 20}
 PP = "decode(1)|value_range(0,1)|onehot(10)"
-
-
-def write_idx(path, array: np.ndarray, compress: bool) -> None:
-    """The IDX layout: magic (0, 0, type 0x08 = ubyte, ndim), big-endian dims, then the bytes."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
-                                                      for d in array.shape)
-    payload = header + np.ascontiguousarray(array, np.uint8).tobytes()
-    if compress:
-        path += ".gz"
-        payload = gzip.compress(payload)
-    with open(path, "wb") as f:
-        f.write(payload)
 
 
 def make_mnist_folder(folder, seed: int = 0, compress=(True, False, True, False)):
@@ -40,7 +30,8 @@ def make_mnist_folder(folder, seed: int = 0, compress=(True, False, True, False)
         arrays[split] = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
                          rng.integers(0, 10, n).astype(np.uint8))
         for name, array in zip((images_name, labels_name), arrays[split], strict=True):
-            write_idx(os.path.join(folder, name), array, compress[names.index(name)])
+            gz = ".gz" if compress[names.index(name)] else ""
+            write_idx(os.path.join(folder, name + gz), array)
     return arrays
 
 
@@ -102,10 +93,25 @@ def test_missing_and_broken_files_are_named_before_any_work(tmp_path, cache):
                                         r"t10k-labels-idx1-ubyte\[\.gz\] \(gzip"):
         data.resolve(cfg(folder))
     # A truncated file: found, but preparing it names the file and what is wrong.
-    write_idx(str(folder / "t10k-labels-idx1-ubyte"), np.zeros(20, np.uint8), compress=False)
+    write_idx(str(folder / "t10k-labels-idx1-ubyte"), np.zeros(20, np.uint8))
     with open(folder / "t10k-labels-idx1-ubyte", "r+b") as f:
         f.truncate(12)
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: 4 bytes of data, but its "
                                         r"header says \(20,\)"):
         load_split(data.resolve(cfg(folder)), "test")
     assert not list((cache / "mnist_idx").glob("*/*/dataset_info.json"))  # nothing half-made
+
+
+def test_make_mnist_idx_script_writes_a_folder_the_dataset_reads(tmp_path, cache):
+    """scripts/make_mnist_idx.py: the embedded digits at 28x28 in MNIST's file format (what the
+    README uses to try configs/mnist.py offline); it never overwrites existing files."""
+    script = Path(__file__).parent.parent / "scripts" / "make_mnist_idx.py"
+    folder = tmp_path / "mnist"
+    done = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    info = data.dataset_info(cfg(folder))
+    assert (info.num_train, info.num_eval, info.image_shape) == (1500, 297, (28, 28, 1))
+    again = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True,
+                           text=True)
+    assert again.returncode == 1 and "already holds" in again.stderr

@@ -25,7 +25,8 @@ SHIPPED = [("patch_size", None), ("patch_size", "16"), ("patch_size", "32"),
            ("patch_size", "digits"), ("patch_size", "smoke"), ("posemb", None),
            ("posemb", "smoke"), ("vit_vs_cnn", None), ("vit_vs_cnn", "smoke"),
            ("resolution", None), ("resolution", "smoke"), ("patch_size", "mnist:{mnist}"),
-           ("pixel_tokens", "{mnist}")]
+           ("pixel_tokens", "{mnist}"), ("posemb", "mnist:{mnist}"),
+           ("vit_vs_cnn", "mnist:{mnist}"), ("vit_vs_cnn", "shapes")]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

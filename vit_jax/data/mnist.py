@@ -73,6 +73,18 @@ def read_idx(path: str, magic: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
 
+def write_idx(path: str, array: np.ndarray) -> str:
+    """Writes a uint8 array in the IDX layout (gzip-compressed if ``path`` ends in .gz): magic
+    (0, 0, 0x08 = unsigned byte, ndim), the dimensions big-endian, then the bytes."""
+    array = np.ascontiguousarray(array, np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                      for d in array.shape)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+    return path
+
+
 def read_split(files: dict[str, str], split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N,H,W,1), labels uint8 (N,)) of one split, checked to match."""
     images_name, labels_name = FILES[split]
