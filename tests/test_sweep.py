@@ -26,7 +26,8 @@ SHIPPED = [("patch_size", None), ("patch_size", "16"), ("patch_size", "32"),
            ("posemb", "smoke"), ("vit_vs_cnn", None), ("vit_vs_cnn", "smoke"),
            ("resolution", None), ("resolution", "smoke"), ("patch_size", "mnist:{mnist}"),
            ("pixel_tokens", "{mnist}"), ("posemb", "mnist:{mnist}"),
-           ("vit_vs_cnn", "mnist:{mnist}"), ("vit_vs_cnn", "shapes")]
+           ("vit_vs_cnn", "mnist:{mnist}"), ("vit_vs_cnn", "shapes"),
+           ("resolution", "mnist:{mnist}")]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tests.helpers import tiny_config
-from vit_jax.sweep import expand_points, sweep_config
+from vit_jax.sweep import expand_points, resolution_sweep_config, sweep_config
 from vit_jax.sweep.aggregate import aggregate
 from vit_jax.sweep.budget import apply_budget
 from vit_jax.sweep.runner import run_sweep
@@ -118,3 +118,29 @@ def test_seeds_sweep_reports_mean_std_budget_and_answer(tmp_path):
         ("patch_size=2", "1")]
     assert json.loads((tmp_path / "results.json").read_text())["points"][3]["seed"] == 1
     assert (tmp_path / "accuracy_vs_patch_size.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_resolution_sweep_with_seeds_trains_a_checkpoint_per_seed(tmp_path):
+    small = tiny_config(**{"total_steps": 3, "eval_every_steps": 3, "checkpoint_every_steps": 3,
+                           "log_every_steps": 3, "model.depth": 1, "optim.warmup_steps": 1})
+    pp = "decode|resize({res})|value_range(-1,1)|onehot(10)"
+    sweep = resolution_sweep_config("res_seeds", small, resolutions=[8, 12],
+                                    methods=["bilinear"], finetune_steps=0, pp_train=pp,
+                                    pp_eval=pp, seeds=[0, 1], measure={"throughput_steps": 0},
+                                    conclusion="Native resolution is best.")
+    records = run_sweep(sweep, tmp_path)
+    assert [r["name"] for r in records] == [
+        "base,seed=0", "res=8,method=bilinear,seed=0", "res=12,method=bilinear,seed=0",
+        "base,seed=1", "res=8,method=bilinear,seed=1", "res=12,method=bilinear,seed=1"]
+    assert all(r["status"] == "done" for r in records), [r.get("error") for r in records]
+    base0, native0, base1 = records[0], records[1], records[3]
+    assert base0["final_accuracy"] != base1["final_accuracy"]  # two different checkpoints
+    assert native0["noft_accuracy"] == pytest.approx(base0["final_accuracy"], abs=1e-6)
+    md = (tmp_path / "results.md").read_text()
+    mean = (records[1]["noft_accuracy"] + records[4]["noft_accuracy"]) / 2
+    assert f"| 8 | 5 | {100 * mean:.2f} ± " in md  # the trained resolution, over both seeds
+    assert "Base runs (one checkpoint per seed, seeds [0, 1]" in md
+    assert "## Answer\n\nNative resolution is best." in md
+    with pytest.raises(ValueError, match="drop init_from, or seeds"):
+        run_sweep(resolution_sweep_config("x", small, init_from=str(tmp_path), seeds=[0]),
+                  tmp_path / "other")

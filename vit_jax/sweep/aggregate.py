@@ -37,6 +37,10 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
                "seeds": [r.get("seed") for r in done],
                "delta": {k: v for k, v in (runs[0].get("delta") or {}).items() if k != "seed"},
                "status": "done" if len(done) == len(runs) else f"{len(done)} of {len(runs)} done"}
+        for key, value in runs[0].items():  # labels every seed shares (e.g. a method name)
+            if isinstance(value, str) and key not in row and all(
+                    r.get(key) == value for r in runs):
+                row[key] = value
         keys = {k for r in done for k, v in r.items() if _number(v)} - {"index", "seed"}
         for key in sorted(keys):
             values = [r[key] for r in done if _number(r.get(key))]

@@ -100,13 +100,14 @@ def markdown_table(records: Sequence[dict], columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(COLUMNS[c][1] for c in columns) + " |",
              "|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in columns) + "|"]
     for r in records:
-        lines.append("| " + " | ".join(_cell(r, c) for c in columns) + " |")
+        lines.append("| " + " | ".join(cell(r, c) for c in columns) + " |")
     return "\n".join(lines)
 
 
-def _cell(rec: dict, column: str) -> str:
-    """The value, or (a seeds row whose seeds differ) mean ± std."""
-    fmt = COLUMNS[column][2]
+def cell(rec: dict, column: str) -> str:
+    """The value, or (a seeds row whose seeds differ) mean ± std; columns not in ``COLUMNS``
+    are accuracies."""
+    fmt = COLUMNS[column][2] if column in COLUMNS else pct
     std = rec.get(f"{column}_std")
     if not std or rec.get("n", 1) < 2:
         return fmt(rec.get(column))
@@ -169,6 +170,13 @@ def markdown(records, sweep, columns, plots: Sequence[str], total: int | None) -
                   for r in failed]
         parts.append("")
     parts += [f"![{p}]({p})" for p in plots]
+    parts += closing(records, sweep)
+    return "\n".join(parts) + "\n"
+
+
+def closing(records: Sequence[dict], sweep: mlc.ConfigDict) -> list[str]:
+    """How long the runs took and on what, then the study's answer and its limits."""
+    parts = []
     walls = [r["wall_seconds"] for r in records if r.get("wall_seconds")]
     hosts = sorted({r["host"] for r in records if r.get("host")})
     if walls:
@@ -177,7 +185,7 @@ def markdown(records, sweep, columns, plots: Sequence[str], total: int | None) -
     for title, key in (("Answer", "conclusion"), ("What it does not show", "limits")):
         if sweep.get(key):
             parts += ["", f"## {title}", "", " ".join(sweep[key].split())]
-    return "\n".join(parts) + "\n"
+    return parts
 
 
 def _seed_columns(columns: Sequence[str]) -> list[str]:

@@ -25,8 +25,10 @@ from vit_jax.evaluators.classification import Classification
 from vit_jax.loading import load_model
 from vit_jax.logs import log
 from vit_jax.paths import absolute, atomic_write
+from vit_jax.runtime import describe_host
 from vit_jax.sizes import as_pair
 from vit_jax.sweep import DEFAULT_TABLE, flatten, grid, report
+from vit_jax.sweep.aggregate import aggregate, has_seeds
 from vit_jax.sweep.points import Point, Preempted, Progress, attempt, make_point, run_or_reload
 from vit_jax.train import train_and_evaluate
 
@@ -63,6 +65,7 @@ def run_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, init_from: str
     def body(rec: dict, earlier: dict) -> None:
         config = point.config
         info = validate(config)
+        rec["host"] = describe_host()
         model = load_model(init_from, image_size=res, posemb_resample=method)
         rec["tokens"] = _tokens(model)
         evaluate = Classification(config.data, batch_size=config.eval_batch_size)
@@ -81,9 +84,15 @@ def run_point(point: Point, workdir: Path, sweep: mlc.ConfigDict, init_from: str
 
 
 def run(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
-    """The base run (unless ``init_from`` is given), then every (resolution, method) point."""
+    """The base run (unless ``init_from`` is given), then every (resolution, method) point;
+    with ``seeds``, all of that once per seed (each seed trains its own checkpoint)."""
     methods, resolutions = list(sweep.methods), list(sweep.resolutions)
-    total = len(methods) * len(resolutions) + (0 if sweep.init_from else 1)
+    seeds = list(sweep.get("seeds") or [])
+    if seeds and sweep.init_from:
+        raise ValueError("a resolution sweep with seeds trains one checkpoint per seed: drop "
+                         "init_from, or seeds to evaluate the one checkpoint")
+    per_seed = len(methods) * len(resolutions) + (0 if sweep.init_from else 1)
+    total = per_seed * max(len(seeds), 1)
     progress = Progress(sweep.name, total, log)
     records: list[dict] = []
 
@@ -91,40 +100,51 @@ def run(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
         records.append(rec)
         write_reports(records, sweep, workdir, total)
 
-    init_from = str(absolute(sweep.init_from)) if sweep.init_from else None
-    if not init_from:  # train the checkpoint first: an ordinary sweep point
-        base = Point(1, "base", {}, None, copy.deepcopy(sweep.base))
-        pdir = workdir / "points" / "base"
-        rec = run_or_reload(base, pdir, lambda: grid.run_point(base, pdir, sweep), progress)
-        finish({**rec, "resolution": base_resolution(sweep.base)})
-        if rec["status"] != "done":
-            log(f"[sweep {sweep.name}] the base run failed, nothing to evaluate: {rec['error']}")
-            return records
-        init_from = str(pdir)
-    index = len(records)
-    for res in resolutions:
-        for method in methods:
-            index += 1
-            delta = {"model.image_size": res, "model.posemb_resample": method}
-            name = f"res={res},method={method}"
-            try:
-                point = make_point(index, name, delta,
-                                   finetune_config(sweep, res, method, init_from))
-            except (KeyError, AttributeError, TypeError, ValueError) as e:
-                point = Point(index, name, delta, None, None,
-                              f"{type(e).__name__}: bad finetune delta: {e}")
-            pdir = workdir / "points" / point.name
-            finish(run_or_reload(point, pdir, lambda p=point, d=pdir, r=res, m=method: run_point(
-                p, d, sweep, init_from, r, m), progress))
+    for seed in seeds or [None]:
+        suffix, seeded = ("", {}) if seed is None else (f",seed={seed}", {"seed": seed})
+        fields = {} if seed is None else {"seed": seed}
+        init_from = str(absolute(sweep.init_from)) if sweep.init_from else None
+        if not init_from:  # train the checkpoint first: an ordinary sweep point
+            base = make_point(len(records) + 1, "base" + suffix, seeded, sweep.base,
+                              **_group("base", seed))
+            pdir = workdir / "points" / base.name
+            rec = run_or_reload(base, pdir, lambda b=base, d=pdir: grid.run_point(b, d, sweep),
+                                progress)
+            finish({**rec, "resolution": base_resolution(sweep.base), **fields})
+            if rec["status"] != "done":
+                log(f"[sweep {sweep.name}] the base run {base.name} failed, nothing to "
+                    f"evaluate: {rec['error']}")
+                continue
+            init_from = str(pdir)
+        for res in resolutions:
+            for method in methods:
+                delta = {"model.image_size": res, "model.posemb_resample": method, **seeded}
+                group = f"res={res},method={method}"
+                try:
+                    point = make_point(len(records) + 1, group + suffix, delta,
+                                       finetune_config(sweep, res, method, init_from),
+                                       **_group(group, seed))
+                except (KeyError, AttributeError, TypeError, ValueError) as e:
+                    point = Point(len(records) + 1, group + suffix, delta, None, None,
+                                  f"{type(e).__name__}: bad finetune delta: {e}",
+                                  **_group(group, seed))
+                pdir = workdir / "points" / point.name
+                finish(run_or_reload(point, pdir, lambda p=point, d=pdir, r=res, m=method,
+                                     i=init_from: run_point(p, d, sweep, i, r, m), progress))
     log(f"[sweep {sweep.name}] finished. Results: {workdir}/results.md")
     return records
+
+
+def _group(group: str, seed: int | None) -> dict:
+    return {} if seed is None else {"group": group, "seed": seed}
 
 
 # ----------------------------------------------------------------------------- report
 
 
 def pivot_table(records: list[dict], methods: list[str]) -> str:
-    """Rows: resolution; columns: accuracy per method without and with the fine-tune."""
+    """Rows: resolution; columns: accuracy per method without and with the fine-tune (mean ±
+    std over seeds when the records are aggregated)."""
     rows = [r for r in records if r.get("method") in methods]
     resolutions = sorted({r["resolution"] for r in rows})
     by = {(r["resolution"], r["method"]): r for r in rows}
@@ -136,17 +156,18 @@ def pivot_table(records: list[dict], methods: list[str]) -> str:
         cells = [str(res), str(tokens or "")]
         for m in methods:
             r = by.get((res, m), {})
-            if r.get("status") == "failed":
+            if r.get("status") == "failed" or (r and r.get("n") == 0):
                 cells += ["failed", "failed"]
             else:
-                cells += [report.pct(r.get("noft_accuracy")), report.pct(r.get("ft_accuracy"))]
+                cells += [report.cell(r, "noft_accuracy"), report.cell(r, "ft_accuracy")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot_resolution(records: list[dict], methods: list[str], path: Path, base_res: int,
                     title: str) -> bool:
-    rows = [r for r in records if r.get("method") in methods and r["status"] == "done"]
+    rows = [r for r in records if r.get("method") in methods
+            and (r["status"] == "done" or r.get("n"))]
     if not rows:
         return False
     plt, fig, ax = report.new_figure()
@@ -155,10 +176,12 @@ def plot_resolution(records: list[dict], methods: list[str], path: Path, base_re
         pts = sorted((r["resolution"], r) for r in rows if r["method"] == m)
         color = colors[i % len(colors)]
         for key, style, label in (("noft_accuracy", "o-", "no FT"), ("ft_accuracy", "s--", "FT")):
-            xy = [(x, r[key]) for x, r in pts if r.get(key) is not None]
+            xy = [(x, r[key], r.get(f"{key}_std") or 0.0) for x, r in pts
+                  if r.get(key) is not None]
             if xy:
-                ax.plot(*zip(*xy, strict=True), style, color=color, label=f"{m} ({label})",
-                        alpha=0.85)
+                xs, ys, errs = zip(*xy, strict=True)
+                ax.errorbar(xs, ys, yerr=errs if any(errs) else None, fmt=style, color=color,
+                            label=f"{m} ({label})", alpha=0.85, capsize=2)
     ax.axvline(base_res, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("eval resolution (pixels); dotted: trained at")
     ax.set_ylabel("eval accuracy")
@@ -169,6 +192,7 @@ def plot_resolution(records: list[dict], methods: list[str], path: Path, base_re
 
 def write_reports(records: list[dict], sweep: mlc.ConfigDict, workdir: Path, total: int) -> None:
     report.write_data(records, sweep, workdir)
+    runs, records = records, (aggregate(records) if has_seeds(records) else records)
     methods = list(sweep.methods)
     base_res = base_resolution(sweep.base)
     plotted = plot_resolution(records, methods, workdir / "accuracy_vs_resolution.png", base_res,
@@ -180,16 +204,20 @@ def write_reports(records: list[dict], sweep: mlc.ConfigDict, workdir: Path, tot
         parts += [f"*In progress: {len(records)} of {total} points so far.*", ""]
     base = [r for r in records if r["name"] == "base"]
     if base:
-        parts += ["Base run (the checkpoint):", "",
-                  report.markdown_table(base, DEFAULT_TABLE), ""]
+        parts += ["Base run (the checkpoint):" if runs is records else
+                  f"Base runs (one checkpoint per seed, seeds {list(sweep.seeds)}; mean ± std):",
+                  "", report.markdown_table(base, DEFAULT_TABLE), ""]
+    seeds = "" if runs is records else " Mean ± std over the seeds' checkpoints."
     parts += [f"Checkpoint: `{sweep.init_from or 'points/base'}`, trained at {base_res}px. "
               f"Eval accuracy at each resolution; 'FT' = after {sweep.finetune_steps} "
-              "fine-tuning steps at that resolution.", "", pivot_table(records, methods), ""]
-    failed = [r for r in records if r["status"] == "failed"]
+              f"fine-tuning steps at that resolution.{seeds}", "",
+              pivot_table(records, methods), ""]
+    failed = [r for r in runs if r["status"] == "failed"]
     if failed:
         parts += ["## Failed points", ""] + [
             f"- `{r['name']}`: {' '.join(str(r.get('error')).split())}" for r in failed]
         parts.append("")
     if plotted:
         parts.append("![accuracy_vs_resolution.png](accuracy_vs_resolution.png)")
+    parts += report.closing(runs, sweep)
     atomic_write(workdir / "results.md", "\n".join(parts) + "\n")
