@@ -12,25 +12,20 @@ point records its attention entropy and how loud the position embeddings are nex
 content, before and after training (``measure.internals``).
 """
 
-from vit_jax.config import base_config, model_config
+from pathlib import Path
+
+from vit_jax.config import load_config_file
 from vit_jax.sweep import sweep_config
 
 
 def get_config(arg: str | None = None):
     if not arg:
         raise ValueError("pass the MNIST folder: configs/sweeps/pixel_tokens.py:/path/to/mnist")
-    c = base_config()
-    c.seed = 0
-    c.batch_size = 64
+    # the patch-size study's model and data, with the old study's recipe at patch 1
+    c = load_config_file(Path(__file__).resolve().parent / "patch_size.py", f"mnist:{arg}").base
     c.total_steps = 300
-    c.data.name = "mnist"
-    c.data.data_dir = arg
-    c.data.pp_train = "decode(1)|value_range(-1,1)|onehot(10)"
-    c.data.pp_eval = "decode(1)|value_range(-1,1)|onehot(10)"
-    c.model = model_config("Ti/16", image_size=28, in_channels=1, width=64, depth=2,
-                           num_heads=2, mlp_dim=256, patch_size=1, attention="standard")
-    c.optim.update(name="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine",
-                   warmup_steps=30, grad_clip_norm=1.0)
+    c.model.update(patch_size=1, posemb="learn")
+    c.optim.warmup_steps = 30
     c.eval_every_steps = c.checkpoint_every_steps = 300
     c.log_every_steps = 25
     c.eval_batch_size = 512

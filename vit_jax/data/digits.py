@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vit_jax.data.png import encode_png
-from vit_jax.data.prepare import EmbeddedBuilder
+from vit_jax.data.prepare import EmbeddedBuilder, image_label_info
 
 NUM_TEST = 297
 SPLIT_SEED = 0
@@ -38,17 +38,9 @@ class Digits(EmbeddedBuilder):
     RELEASE_NOTES = {"1.0.0": "sklearn load_digits, stratified 1500/297 split (seed 0)."}
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="scikit-learn's UCI ML hand-written digits, 8x8 grey, 10 classes.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(8, 8, 1), encoding_format="png"),
-                    "label": tfds.features.ClassLabel(names=[str(d) for d in range(10)]),
-                }
-            ),
-            supervised_keys=("image", "label"),
-        )
+        return image_label_info(
+            self, "scikit-learn's UCI ML hand-written digits, 8x8 grey, 10 classes.",
+            (8, 8, 1), [str(d) for d in range(10)])
 
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download.

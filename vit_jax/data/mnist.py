@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 
 from vit_jax.data.errors import DataError
 from vit_jax.data.png import encode_png
-from vit_jax.data.prepare import EmbeddedBuilder
+from vit_jax.data.prepare import EmbeddedBuilder, image_label_info
 
 # split -> (images file, labels file), without the optional ".gz"
 FILES = {
@@ -146,18 +146,10 @@ class MnistIdx(EmbeddedBuilder):
         return _BY_NAME.get(name)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0).",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(28, 28, 1), encoding_format="png"),
-                    "label": tfds.features.ClassLabel(names=[str(d) for d in range(10)]),
-                }
-            ),
-            supervised_keys=("image", "label"),
-            disable_shuffling=True,  # the files' order: train_subset=N is MNIST's first N
-        )
+        return image_label_info(
+            self, "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0).",
+            (28, 28, 1), [str(d) for d in range(10)],
+            disable_shuffling=True)  # the files' order: train_subset=N is MNIST's first N
 
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download.

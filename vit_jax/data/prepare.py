@@ -40,6 +40,22 @@ class EmbeddedBuilder(tfds.core.GeneratorBasedBuilder):
         pass
 
 
+def image_label_info(builder: tfds.core.DatasetBuilder, description: str,
+                     shape: tuple[int, int, int], class_names: list[str],
+                     **options) -> tfds.core.DatasetInfo:
+    """The one feature layout of our builders: a PNG ``image`` and a ``label``."""
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=description,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=shape, encoding_format="png"),
+            "label": tfds.features.ClassLabel(names=class_names),
+        }),
+        supervised_keys=("image", "label"),
+        **options,
+    )
+
+
 def default_data_dir() -> str:
     """`$VIT_JAX_DATA_DIR`, else `~/.cache/vit_jax/tfds` (kept apart from TFDS's own default)."""
     return os.environ.get(ENV_DATA_DIR) or os.path.expanduser("~/.cache/vit_jax/tfds")

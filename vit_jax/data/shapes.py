@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 
 from vit_jax.data.errors import DataError
 from vit_jax.data.png import encode_png
-from vit_jax.data.prepare import EmbeddedBuilder
+from vit_jax.data.prepare import EmbeddedBuilder, image_label_info
 from vit_jax.data.shapes_render import CLASS_NAMES, render_shapes
 
 _NAME = re.compile(r"size(\d+)_train(\d+)_test(\d+)_seed(\d+)")
@@ -71,17 +71,9 @@ class Shapes(EmbeddedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="One of six shapes (random pose and colour) on a cluttered background.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
-                    "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
-                }
-            ),
-            supervised_keys=("image", "label"),
-        )
+        return image_label_info(
+            self, "One of six shapes (random pose and colour) on a cluttered background.",
+            (size, size, 3), list(CLASS_NAMES))
 
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download.
