@@ -20,7 +20,8 @@ def has_seeds(records: Sequence[dict]) -> bool:
     return any(r.get("group") is not None for r in records)
 
 
-def _number(v) -> bool:
+def is_number(v) -> bool:
+    """A finite int or float (not a bool): what is averaged and plotted."""
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -41,9 +42,9 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
             if isinstance(value, str) and key not in row and all(
                     r.get(key) == value for r in runs):
                 row[key] = value
-        keys = {k for r in done for k, v in r.items() if _number(v)} - {"index", "seed"}
+        keys = {k for r in done for k, v in r.items() if is_number(v)} - {"index", "seed"}
         for key in sorted(keys):
-            values = [r[key] for r in done if _number(r.get(key))]
+            values = [r[key] for r in done if is_number(r.get(key))]
             # the same on every seed (params, tokens, steps): kept as it is, an int stays one
             row[key] = values[0] if len(set(values)) == 1 else statistics.fmean(values)
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -54,7 +55,7 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
 
 def _mark_separation(rows: list[dict]) -> None:
     """``vs_top``: 'top' for the best mean, else whether mean ± std overlaps the top's."""
-    ranked = [r for r in rows if _number(r.get(RANK_BY))]
+    ranked = [r for r in rows if is_number(r.get(RANK_BY))]
     if not ranked:
         return
     top = max(ranked, key=lambda r: r[RANK_BY])

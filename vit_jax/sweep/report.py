@@ -13,7 +13,7 @@ import ml_collections as mlc
 
 from vit_jax.paths import atomic_write
 from vit_jax.sweep import DEFAULT_PLOTS, DEFAULT_TABLE
-from vit_jax.sweep.aggregate import aggregate, has_seeds
+from vit_jax.sweep.aggregate import aggregate, has_seeds, is_number
 
 # (record key, markdown header, formatter); the CSV holds every key, the table these.
 Column = tuple[str, str, Callable[[object], str]]
@@ -258,10 +258,6 @@ def _x_value(rec: dict, key: str):
     return v
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def new_figure():
     import matplotlib
 
@@ -291,21 +287,21 @@ def plot_xy(records, path: Path, *, x_key: str, x_label: str, log_x: bool,
     done = [r for r in records if (r["status"] == "done" or r.get("n"))
             and _x_value(r, x_key) is not None]
     xs = [_x_value(r, x_key) for r in done]
-    series = [s for s in series if any(_is_number(r.get(s[0])) for r in done)]
+    series = [s for s in series if any(is_number(r.get(s[0])) for r in done)]
     if not done or not series:
         return False
     plt, fig, ax = new_figure()
-    if all(_is_number(x) for x in xs):
+    if all(is_number(x) for x in xs):
         order = sorted(range(len(done)), key=lambda i: xs[i])
         for key, label, style in series:
             pts = [(xs[i], done[i][key], done[i].get(f"{key}_std") or 0.0)
-                   for i in order if _is_number(done[i].get(key))]
+                   for i in order if is_number(done[i].get(key))]
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], fmt=style, label=label,
                         yerr=[p[2] for p in pts] if any(p[2] for p in pts) else None,
                         capsize=3)
         for i in order:  # label each point with its name: tokens/FLOPs plots mix keys
             y = done[i].get(series[0][0])
-            if _is_number(y):
+            if is_number(y):
                 ax.annotate(done[i]["name"], (xs[i], y), fontsize=6, alpha=0.7,
                             xytext=(3, 3), textcoords="offset points")
         if log_x:
@@ -319,7 +315,7 @@ def plot_xy(records, path: Path, *, x_key: str, x_label: str, log_x: bool,
     else:
         width = 0.8 / len(series)
         for j, (key, label, _) in enumerate(series):
-            ys = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in done]
+            ys = [r.get(key) if is_number(r.get(key)) else 0.0 for r in done]
             errs = [r.get(f"{key}_std") or 0.0 for r in done]
             pos = [i + (j - (len(series) - 1) / 2) * width for i in range(len(done))]
             bars = ax.bar(pos, ys, width, label=label, yerr=errs if any(errs) else None,
