@@ -100,8 +100,7 @@ def expand_points(sweep: mlc.ConfigDict) -> list[Point]:
         raise ValueError(f"sweep seeds must be distinct ints >= 0, got {seeds}")
     if seeds and any("seed" in delta for _, delta, _ in named):
         raise ValueError("a point's delta sets 'seed' while the sweep has seeds: use one")
-    runs = [(name, delta, base_name, None) for name, delta, base_name in named] if not seeds \
-        else [(name, delta, base_name, s) for s in seeds for name, delta, base_name in named]
+    runs = [(*point, s) for s in seeds or [None] for point in named]  # seed-major
     points = []
     for i, (name, delta, base_name, seed) in enumerate(runs, start=1):
         fields = {} if seed is None else dict(group=name, seed=seed)
