@@ -8,9 +8,12 @@ from vit_jax.analysis import (
     attention_entropy,
     attention_rollout,
     class_token_attention,
+    input_saliency,
     patch_position_table,
+    position_locality,
     position_signal,
     position_similarity,
+    similarity_by_distance,
     upsample_map,
 )
 from vit_jax.config import build_model
@@ -121,3 +124,44 @@ def test_position_signal_compares_posemb_to_patch_content():
     assert signal["none"] == 0.0
     # learned tables start at std 0.02; sin-cos values are O(1): ~30x louder at init
     assert 0 < signal["learn"] < 0.1 < signal["sincos2d"]
+
+
+def test_position_locality_of_a_2d_ordered_table_and_of_noise():
+    gh = gw = 5
+    rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+    # Gaussian bumps around each position: similarity falls with distance
+    centres = np.stack([rows.ravel(), cols.ravel()], -1)
+    grid = np.stack([rows, cols], -1)[..., None, :]
+    table = np.exp(-((grid - centres) ** 2).sum(-1) / 2.0)  # (gh, gw, 25)
+    ordered = position_locality(position_similarity(table))
+    noise = position_locality(position_similarity(
+        np.random.default_rng(0).normal(size=(gh, gw, 256))))
+    assert ordered > 0.9 and abs(noise) < 0.1
+    distances, means = similarity_by_distance(position_similarity(table))
+    assert distances[0] == 1.0 and np.all(np.diff(distances) > 0)
+    assert np.all(np.diff(means) < 0)  # strictly less similar the farther apart
+
+
+def test_similarity_by_distance_is_the_mean_over_pairs_at_each_distance():
+    sim = position_similarity(np.random.default_rng(1).normal(size=(2, 2, 8)))
+    distances, means = similarity_by_distance(sim)
+    np.testing.assert_allclose(distances, [1.0, np.sqrt(2.0)])
+    # a 2x2 grid: pairs at distance 1 are the row and column neighbours, sqrt(2) the diagonals
+    near = [sim[0, 0, 0, 1], sim[0, 0, 1, 0], sim[1, 1, 0, 1], sim[1, 1, 1, 0]]
+    np.testing.assert_allclose(means, [np.mean(near), np.mean([sim[0, 0, 1, 1],
+                                                               sim[0, 1, 1, 0]])])
+    with pytest.raises(ValueError, match="too few positions"):
+        position_locality(position_similarity(np.ones((1, 2, 4))))
+
+
+def test_input_saliency_of_a_linear_model_is_its_weights():
+    w = np.random.default_rng(2).normal(size=(4 * 4 * 2, 3)).astype(np.float32)
+
+    def model(x):
+        return x.reshape(x.shape[0], -1) @ w
+
+    images = np.random.default_rng(3).normal(size=(2, 4, 4, 2)).astype(np.float32)
+    got = input_saliency(model, images, np.array([0, 2]))
+    for b, label in enumerate([0, 2]):
+        expected = np.abs(w[:, label].reshape(4, 4, 2)).max(-1)
+        np.testing.assert_allclose(got[b], expected / expected.sum(), rtol=1e-5)

@@ -127,3 +127,57 @@ def position_signal(model, images) -> float:
     content = np.asarray(model.patch_embed(np.asarray(images, np.float32)), np.float64)
     return float(np.sqrt(np.mean(table.astype(np.float64) ** 2)) /
                  max(np.sqrt(np.mean(content ** 2)), 1e-12))
+
+
+def similarity_by_distance(similarity) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cosine similarity of position pairs per Euclidean grid distance (self-pairs left
+    out): ``(distances, mean_similarity)``, distances ascending. ``similarity``: the
+    ``(gh, gw, gh, gw)`` array of ``position_similarity``."""
+    distance, sim = _pairs(similarity)
+    distances = np.unique(np.round(distance, 9))
+    means = np.array([sim[np.isclose(distance, d)].mean() for d in distances])
+    return distances, means
+
+
+def position_locality(similarity) -> float:
+    """How strictly "near on the grid" means "similar embedding": the Pearson correlation of
+    cosine similarity with minus the grid distance over all pairs of distinct positions. 1 =
+    similarity falls linearly with distance (seed 004's "recovered 2D locality"), ~0 = no
+    spatial structure (a table at initialisation)."""
+    distance, sim = _pairs(similarity)
+    if np.ptp(sim) == 0 or np.ptp(distance) == 0:
+        return 0.0
+    return float(np.corrcoef(sim, -distance)[0, 1])
+
+
+def _pairs(similarity) -> tuple[np.ndarray, np.ndarray]:
+    similarity = np.asarray(similarity, np.float64)
+    if similarity.ndim != 4 or similarity.shape[:2] != similarity.shape[2:]:
+        raise ValueError(f"expected a (gh, gw, gh, gw) similarity, got {similarity.shape}")
+    gh, gw = similarity.shape[:2]
+    if gh * gw < 3:
+        raise ValueError(f"a {gh}x{gw} grid has too few positions to relate to distance")
+    rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+    coords = np.stack([rows.ravel(), cols.ravel()], -1).astype(np.float64)
+    distance = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    off = ~np.eye(gh * gw, dtype=bool)
+    return distance[off], similarity.reshape(gh * gw, gh * gw)[off]
+
+
+def input_saliency(model, images, labels) -> np.ndarray:
+    """Where a model looks, for any model (ViT or CNN): the gradient of each image's logit of
+    ``labels`` with respect to its pixels (Simonyan et al., 2014), absolute, max over channels,
+    normalised to sum 1 per image: ``(batch, H, W)``. The one map a CNN and a ViT share."""
+    import jax
+    import jax.numpy as jnp
+
+    images = jnp.asarray(images, jnp.float32)
+    labels = jnp.asarray(labels)
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"{images.shape[0]} images but labels of shape {labels.shape}")
+
+    def label_logits(x):
+        return jnp.take_along_axis(model(x), labels[:, None], axis=1).sum()
+
+    grad = np.abs(np.asarray(jax.grad(label_logits)(images), np.float64)).max(-1)
+    return grad / np.maximum(grad.sum(axis=(1, 2), keepdims=True), 1e-30)

@@ -14,6 +14,7 @@ from vit_jax.data.loader import (
     build_eval_iterator,
     build_train_iterator,
     dataset_info,
+    first_eval_batch,
 )
 from vit_jax.data.mixup import mix_pairs
 from vit_jax.data.pp import Preprocess
@@ -31,6 +32,7 @@ __all__ = [
     "build_pp",
     "build_train_iterator",
     "dataset_info",
+    "first_eval_batch",
     "default_config",
     "mix_pairs",
     "register_pp_op",

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import grain
+import numpy as np
 
 from vit_jax.data import pp as pp_lib
 from vit_jax.data.config import DataConfig, resolve
@@ -127,6 +128,17 @@ def build_eval_iterator(
         num_steps=num_steps,
         fingerprint=fingerprint,
     )
+
+
+def first_eval_batch(data_config: ConfigLike, size: int) -> dict:
+    """The first ``size`` eval examples after ``pp_eval`` (in process, no workers): what a
+    figure or a measurement of a trained model looks at, the same images every time."""
+    loader = build_eval_iterator(dataclasses.replace(resolve(data_config), workers=0),
+                                 batch_size=size)
+    try:
+        return {k: np.asarray(v) for k, v in next(loader).items()}
+    finally:
+        loader.close()
 
 
 def _split_and_pp(cfg: DataConfig, split_name: str, spec: str, which: str,

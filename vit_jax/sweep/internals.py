@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import ml_collections as mlc
-import numpy as np
 
 from vit_jax import analysis, data
 from vit_jax.config import build_model
@@ -23,12 +22,7 @@ IMAGES = 64
 def internals(config: mlc.ConfigDict, workdir: Path, num_classes: int) -> dict:
     """``attn_entropy_first/last`` (per-layer mean row entropy / ln tokens) and
     ``position_signal`` (posemb RMS / patch-embedding RMS), ``_init`` = before training."""
-    loader = data.build_eval_iterator(dict(config.data.to_dict(), workers=0),
-                                      batch_size=IMAGES)
-    try:
-        images = np.asarray(next(loader)["image"])
-    finally:
-        loader.close()
+    images = data.first_eval_batch(config.data, IMAGES)["image"]
     out = {}
     trained = load_model(workdir, verbose=False)
     for suffix, model in (("_init", build_model(config, num_classes)), ("", trained)):

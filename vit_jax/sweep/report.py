@@ -59,6 +59,11 @@ COLUMNS: dict[str, Column] = {c[0]: c for c in [
     ("attn_entropy_last", "attn entropy last", _num("{:.3f}")),
     ("position_signal_init", "pos/patch RMS (init)", _num("{:.3g}")),
     ("position_signal", "pos/patch RMS", _num("{:.3g}")),
+    ("model", "model", str),
+    ("posemb", "posemb", str),
+    ("position_locality_init", "position locality (init)", _num("{:.3f}")),
+    ("position_locality", "position locality", _num("{:.3f}")),
+    ("cls_attention_entropy", "class-token attn entropy (last)", _num("{:.3f}")),
     ("n", "n", _num("{}")),
     ("vs_top", "vs top (final acc, mean ± std)", str),
     ("status", "status", str),
@@ -69,7 +74,7 @@ CSV_FIRST = ("index", "name", "group", "seed", "status", "params", "tokens", "gf
              "final_step", "final_accuracy", "final_loss", "best_step", "best_accuracy",
              "best_loss", "train_accuracy", "train_loss", "error")
 NOT_IN_CSV = ("delta", "config", "traceback")
-TEXT_COLUMNS = ("name", "status", "vs_top")
+TEXT_COLUMNS = ("name", "status", "vs_top", "model", "posemb")
 
 
 def delta_keys(records: Sequence[dict]) -> list[str]:
