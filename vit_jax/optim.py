@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vit_jax.checks import is_int, is_number
 from vit_jax.tree import path_names
 
 # Parameters whose path contains one of these names are never weight-decayed: they are
@@ -97,7 +98,7 @@ def _check_ranges(c: Mapping[str, Any]) -> None:
         if value is None and key in OPTIONAL_TYPES:
             continue
         integer = key in INTEGER_KEYS
-        ok = isinstance(value, int if integer else int | float) and not isinstance(value, bool)
+        ok = is_int(value) if integer else is_number(value)
         ok = ok and (value >= low if brackets[0] == "[" else value > low)
         ok = ok and (value <= high if brackets[1] == "]" else value < high)
         if not ok:

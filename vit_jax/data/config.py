@@ -9,6 +9,7 @@ from typing import Any
 
 import ml_collections
 
+from vit_jax.checks import is_int
 from vit_jax.data.errors import DataError
 from vit_jax.paths import absolute
 
@@ -89,15 +90,13 @@ def _check(cfg: DataConfig) -> None:
     if name == "folder" and not os.path.isdir(cfg.root):
         raise DataError(f"data.root={cfg.root}: no such directory (it should hold "
                         "<split>/<class>/<image files>)")
-    if not _is_int(cfg.workers) or cfg.workers < 0:
+    if not is_int(cfg.workers) or cfg.workers < 0:
         raise DataError(f"workers must be an int >= 0 (0 = in-process), got {cfg.workers!r}")
-    if not _is_int(cfg.prefetch) or cfg.prefetch < 0:
+    if not is_int(cfg.prefetch) or cfg.prefetch < 0:
         raise DataError(f"prefetch must be an int >= 0, got {cfg.prefetch!r}")
     if not isinstance(cfg.mixup_alpha, int | float) or cfg.mixup_alpha < 0:
         raise DataError(f"mixup_alpha must be a number >= 0 (0 = off), got {cfg.mixup_alpha!r}")
-    if cfg.train_subset is not None and (not _is_int(cfg.train_subset) or cfg.train_subset < 1):
+    if cfg.train_subset is not None and (not is_int(cfg.train_subset) or cfg.train_subset < 1):
         raise DataError(f"train_subset must be None or an int >= 1, got {cfg.train_subset!r}")
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vit_jax.checks import is_int, is_number
 from vit_jax.models.attention import KEY_CHUNK, QUERY_CHUNK
 from vit_jax.models.encoder import Encoder
 from vit_jax.models.heads import POOLS, MAPHead, pool_segments, pool_tokens
@@ -66,7 +67,7 @@ class VisionTransformer(nnx.Module):
                      in_channels=in_channels, num_registers=num_registers,
                      representation_size=representation_size)
         _check_rates(dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path)
-        if layerscale is not None and not (_is_number(layerscale) and layerscale > 0):
+        if layerscale is not None and not (is_number(layerscale) and layerscale > 0):
             raise ValueError(f"layerscale={layerscale!r} must be None (off) or a number > 0 "
                              "(the initial scale, e.g. 1e-5)")
         if pool == "cls" and not class_token:
@@ -182,23 +183,19 @@ class VisionTransformer(nnx.Module):
         return out
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _check_sizes(**sizes) -> None:
     """Counts and widths: positive ints (num_registers may be 0, representation_size None)."""
     for name, value in sizes.items():
         if value is None and name == "representation_size":
             continue
         low = 0 if name == "num_registers" else 1
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        if not (is_int(value) and value >= low):
             raise ValueError(f"{name}={value!r} must be an integer >= {low}")
 
 
 def _check_rates(**rates) -> None:
     for name, value in rates.items():
-        if not (_is_number(value) and 0 <= value < 1):
+        if not (is_number(value) and 0 <= value < 1):
             raise ValueError(f"{name}={value!r} must be a rate in [0, 1) (0 = off)")
 
 

@@ -11,6 +11,8 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from vit_jax import checks
+
 # The accuracy a seeds table ranks points by and tests separation on: the test accuracy at the
 # end of training (the best-over-evals accuracy is picked on the test set itself).
 RANK_BY = "final_accuracy"
@@ -22,7 +24,7 @@ def has_seeds(records: Sequence[dict]) -> bool:
 
 def is_number(v) -> bool:
     """A finite int or float (not a bool): what is averaged and plotted."""
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return checks.is_number(v) and math.isfinite(v)
 
 
 def aggregate(records: Sequence[dict]) -> list[dict]:

@@ -25,9 +25,9 @@ def internals(config: mlc.ConfigDict, workdir: Path, num_classes: int) -> dict:
     images = data.first_eval_batch(config.data, IMAGES)["image"]
     out = {}
     trained = load_model(workdir, verbose=False)
+    if not hasattr(trained, "posemb"):  # a CNN: no attention, no position embeddings
+        return out
     for suffix, model in (("_init", build_model(config, num_classes)), ("", trained)):
-        if not hasattr(model, "posemb"):  # a CNN: nothing to measure
-            return {}
         _, extras = model(images, return_attention=True)
         entropy = analysis.attention_entropy(extras["attention"])
         out[f"attn_entropy_first{suffix}"] = float(entropy[0])

@@ -10,6 +10,7 @@ next to it by the runner).
 
 from __future__ import annotations
 
+import json
 import time
 
 import jax
@@ -56,13 +57,21 @@ def measure(config: mlc.ConfigDict, num_classes: int, image_shape: tuple[int, in
     return out
 
 
+_FORWARD_FLOPS: dict[tuple, float] = {}  # the budget and the table ask for the same points
+
+
 def forward_flops(config: mlc.ConfigDict, num_classes: int, image_shape) -> float:
-    """XLA's FLOPs of the forward pass on one image (loops unrolled, see _counting_config)."""
-    graphdef, state = nnx.split(nnx.eval_shape(
-        lambda: build_model(_counting_config(config), num_classes)))
-    image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))
-    return step_cost(forward.lower(state, image).compile()).flops
+    """XLA's FLOPs of the forward pass on one image (loops unrolled, see _counting_config);
+    compiled once per model, classes and image shape in a process."""
+    key = (json.dumps(config.model.to_dict(), sort_keys=True, default=str), num_classes,
+           tuple(image_shape))
+    if key not in _FORWARD_FLOPS:
+        graphdef, state = nnx.split(nnx.eval_shape(
+            lambda: build_model(_counting_config(config), num_classes)))
+        image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+        forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))
+        _FORWARD_FLOPS[key] = step_cost(forward.lower(state, image).compile()).flops
+    return _FORWARD_FLOPS[key]
 
 
 def compile_train_step(config: mlc.ConfigDict, num_classes: int, image_shape):

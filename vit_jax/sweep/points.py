@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import ml_collections as mlc
 
+from vit_jax.checks import is_int
 from vit_jax.metrics import format_duration
 from vit_jax.paths import atomic_write
 
@@ -96,7 +97,7 @@ def expand_points(sweep: mlc.ConfigDict) -> list[Point]:
                              "give them distinct deltas or a 'name'")
         named.append((name, raw, base_name))
     seeds = list(sweep.get("seeds") or [])
-    if len(set(seeds)) != len(seeds) or not all(_is_int(s) and s >= 0 for s in seeds):
+    if len(set(seeds)) != len(seeds) or not all(is_int(s) and s >= 0 for s in seeds):
         raise ValueError(f"sweep seeds must be distinct ints >= 0, got {seeds}")
     if seeds and any("seed" in delta for _, delta, _ in named):
         raise ValueError("a point's delta sets 'seed' while the sweep has seeds: use one")
@@ -114,10 +115,6 @@ def expand_points(sweep: mlc.ConfigDict) -> list[Point]:
         base = bases[base_name] if base_name is not None else sweep.base
         points.append(make_point(i, run_name, delta, base, base_name, **fields))
     return points
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 # ----------------------------------------------------------------------------- records
