@@ -65,9 +65,13 @@ def test_pi_resize_downsampling_is_least_squares():
     # Otherwise the normal equations hold: B (B^T w' - w) = 0, and no kernel does better.
     residual = b.T @ w_new - w
     np.testing.assert_allclose(b @ residual, 0, atol=1e-5)
-    for other in (resize_kernel_as_image(kernel, (2, 2)),
-                  w_new + 0.01 * rng.normal(size=w_new.shape)):
-        assert np.linalg.norm(residual) < np.linalg.norm(b.T @ other.reshape(4, 5) - w)
+    def misfit(k):
+        return np.linalg.norm(b.T @ np.asarray(k, np.float64).reshape(4, 5) - w)
+
+    # A 2x shrink averages 2x2 blocks (B = J/4 per block), where the rescaled naive resize,
+    # 4 B w, is exactly pinv(B^T) w: a tie up to float32 rounding, never better.
+    assert misfit(new_kernel) <= misfit(resize_kernel_as_image(kernel, (2, 2))) * (1 + 1e-6)
+    assert misfit(new_kernel) < misfit(w_new + 0.01 * rng.normal(size=w_new.shape))
 
 
 def test_identity_and_errors():

@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -25,6 +26,7 @@ from vit_jax.checkpoints import UNUSABLE_SUFFIX, CheckpointCorruptError, Checkpo
 from vit_jax.config import validate
 from vit_jax.loading import init_from_pretrained
 from vit_jax.logs import log
+from vit_jax.models.flexi import patch_size_at
 from vit_jax.paths import absolute, atomic_write
 from vit_jax.preemption import preemption_requested, received_signal, stop_signals
 from vit_jax.runlock import RunLock
@@ -71,9 +73,15 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
 
         # --- Steps: jitted with the state's shardings, state buffers donated.
         graphdef, state = nnx.split((model, optimizer))
-        step_fn = sharding.jit_train_step(
-            train_state.train_step(graphdef, train_state.optim_config(config)), state_shardings,
-            mesh)
+        step_fns: dict[int | None, Callable] = {}  # one compile per patch size (FlexiViT)
+
+        def step_fn(step: int) -> Callable:
+            patch = flexi_patch_size(config, step)
+            if patch not in step_fns:
+                step_fns[patch] = sharding.jit_train_step(train_state.train_step(
+                    graphdef, train_state.optim_config(config), patch), state_shardings, mesh)
+            return step_fns[patch]
+
         evals = evaluators.build(config)  # each opens its data once, for the whole run
 
         def evaluate(state, step: int | None = None) -> dict:
@@ -113,7 +121,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         with stop_signals():
             for step in range(start_step + 1, total_steps + 1):
                 # No reference to the host batch outlives the step (its memory can be grain's).
-                state, step_metrics = step_fn(
+                state, step_metrics = step_fn(step)(
                     state, sharding.shard_batch(next(train_iter), mesh), rng)
                 if pending is not None:
                     _check_finite(*pending, last_saved, ckpt, config)
@@ -151,6 +159,14 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         results["train_seconds"] = time.time() - t0
         _report(results, workdir, log)
         return results
+
+
+def flexi_patch_size(config: mlc.ConfigDict, step: int) -> int | None:
+    """The patch size of ``step`` in a FlexiViT run (``model.flexi_patch_sizes``), else None."""
+    sizes = config.model.get("flexi_patch_sizes") or ()
+    if not sizes:
+        return None
+    return patch_size_at(step, sizes, config.model.get("flexi_weights") or (), seed=config.seed)
 
 
 def _claim(workdir: Path, cleanup: contextlib.ExitStack) -> str | None:

@@ -54,11 +54,14 @@ def abstract_state(create: Callable[[], Any]) -> tuple[Any, Any]:
     return nnx.split(nnx.eval_shape(create))
 
 
-def train_step(graphdef: Any, optim_cfg: Mapping[str, Any]) -> Callable:
+def train_step(graphdef: Any, optim_cfg: Mapping[str, Any],
+               patch_size: int | None = None) -> Callable:
     """The pure train step for a state split from ``state_factory``'s pair (with the
-    learning-rate schedule it logs and the gradient accumulation the config asks for)."""
+    learning-rate schedule it logs and the gradient accumulation the config asks for);
+    ``patch_size``: FlexiViT's step at that patch size."""
     return make_train_step(graphdef, schedule=optim.build_schedule(optim_cfg),
-                           grad_accum_steps=optim.resolve(optim_cfg)["grad_accum_steps"])
+                           grad_accum_steps=optim.resolve(optim_cfg)["grad_accum_steps"],
+                           patch_size=patch_size)
 
 
 def abstract_batch(batch: int, image_shape: tuple[int, ...], num_classes: int,

@@ -25,15 +25,16 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
 
 
 def make_train_step(graphdef, *, grad_accum_steps: int = 1,
-                    schedule: Callable | None = None) -> Callable:
+                    schedule: Callable | None = None, patch_size: int | None = None) -> Callable:
     """``step_fn(state, batch, rng) -> (state, metrics)``; rng is folded with the step count.
 
     Deriving the dropout key from (rng, step) makes a resumed run draw exactly the keys an
-    uninterrupted run would have drawn.
+    uninterrupted run would have drawn. ``patch_size``: a FlexiViT step at that patch size.
     """
+    flexi = {} if patch_size is None else {"patch_size": patch_size}
 
     def loss_fn(model, batch, key):
-        logits = model(batch["image"], train=True, rng=key)
+        logits = model(batch["image"], train=True, rng=key, **flexi)
         loss = cross_entropy(logits, batch["labels"])
         accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["labels"], -1))
         return loss, accuracy

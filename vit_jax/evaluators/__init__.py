@@ -15,11 +15,13 @@ from typing import Any
 import ml_collections as mlc
 from ml_collections.config_dict import placeholder
 
+from vit_jax.checks import is_int
 from vit_jax.evaluators import classification
 from vit_jax.evaluators.view import ModelView
+from vit_jax.sizes import as_pair
 
 KINDS = {"classification": classification}
-SECTION_KEYS = ("kind", "every_steps", "split", "batch_size")
+SECTION_KEYS = ("kind", "every_steps", "split", "batch_size", "patch_size")
 
 
 def default_evals() -> mlc.ConfigDict:
@@ -39,6 +41,18 @@ def check(config: mlc.ConfigDict) -> None:
         if unknown:
             raise ValueError(f"config.evals.{name}: unknown keys {unknown}; valid: "
                              f"{', '.join(SECTION_KEYS)}")
+        patch = section.get("patch_size")
+        if patch is not None and not (is_int(patch) and patch >= 1):
+            raise ValueError(f"config.evals.{name}.patch_size={patch!r} must be a positive "
+                             "integer (a FlexiViT model's patch size; default: the model's)")
+        if patch is not None:
+            image = config.model.get("image_size")
+            if image is None:
+                raise ValueError(f"config.evals.{name}.patch_size: only a ViT has patches")
+            h, w = as_pair(image, "model.image_size")
+            if h % patch or w % patch:
+                raise ValueError(f"config.evals.{name}.patch_size={patch} does not divide the "
+                                 f"image size {h}x{w}")
         every = section.get("every_steps")
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"config.evals.{name}.every_steps={every!r} must be a positive "

@@ -16,15 +16,17 @@ class Classification:
     """Built once per run (the split is opened and probed once); called with the current model.
 
     ``split`` defaults to the data config's ``eval_split``; ``batch_size`` is global (divided
-    among the processes, each of which evaluates its own shard).
+    among the processes, each of which evaluates its own shard). ``patch_size``: evaluate a
+    FlexiViT model at that patch size (default: the model's own).
     """
 
     def __init__(self, data_config: Any, *, batch_size: int, split: str | None = None,
-                 prefix: str = "eval/"):
+                 prefix: str = "eval/", patch_size: int | None = None):
         cfg = data.resolve(data_config)
         if split:
             cfg = dataclasses.replace(cfg, eval_split=split)
         self.prefix = prefix
+        self._flexi = {} if patch_size is None else {"patch_size": patch_size}
         self._batches = data.build_eval_iterator(
             cfg, batch_size=batch_size // jax.process_count(),
             process_index=jax.process_index(), process_count=jax.process_count())
@@ -44,7 +46,7 @@ class Classification:
     def _step(self, view: ModelView):
         if self._jitted is None or self._jitted[0] != view.key:
             def batch_metrics(state, batch):
-                logits = view.model(state)(batch["image"], train=False)
+                logits = view.model(state)(batch["image"], train=False, **self._flexi)
                 return metrics.eval_batch_metrics(logits, batch["labels"], batch.get("mask"))
 
             self._jitted = (view.key, view.jit(batch_metrics))
@@ -56,4 +58,4 @@ def from_config(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> C
     eval batch size); its metrics are named ``<name>/accuracy`` and ``<name>/loss``."""
     return Classification(config.data, batch_size=section.get("batch_size") or
                           config.eval_batch_size, split=section.get("split"),
-                          prefix=f"{name}/")
+                          prefix=f"{name}/", patch_size=section.get("patch_size"))

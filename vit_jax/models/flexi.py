@@ -15,6 +15,7 @@ blocks a 2x bilinear shrink averages) and as well as any kernel can on average o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -51,9 +52,19 @@ def resize_patch_kernel(kernel: Array, new_patch: int | Sequence[int],
     nh, nw = as_pair(new_patch, "new_patch")
     if (nh, nw) == (ph, pw):
         return kernel
-    pinv = np.linalg.pinv(resize_matrix((ph, pw), (nh, nw), method).T)  # (nh*nw, ph*pw)
-    w = np.asarray(kernel, np.float64).reshape(ph * pw, c * d)
-    return jnp.asarray((pinv @ w).reshape(nh, nw, c, d), kernel.dtype)
+    pinv = _pinv_resize(ph, pw, nh, nw, method)  # (nh*nw, ph*pw), a constant
+    # jnp, so a FlexiViT train step can resize (and differentiate through) its kernel
+    w = jnp.asarray(kernel, jnp.float32).reshape(ph * pw, c * d)
+    out = jnp.matmul(jnp.asarray(pinv, jnp.float32), w, precision=jax.lax.Precision.HIGHEST)
+    return out.reshape(nh, nw, c, d).astype(kernel.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _pinv_resize(ph: int, pw: int, nh: int, nw: int, method: str) -> np.ndarray:
+    """pinv(B^T) for one pair of patch sizes: computed once, then reused by every step (eagerly,
+    even when first asked for inside a traced train step)."""
+    with jax.ensure_compile_time_eval():
+        return np.linalg.pinv(resize_matrix((ph, pw), (nh, nw), method).T)
 
 
 def change_patch_size(model: nnx.Module, new_patch: int | Sequence[int], *,
@@ -84,3 +95,17 @@ def change_patch_size(model: nnx.Module, new_patch: int | Sequence[int], *,
         pe.pos_embedding.set_value(table)
     pe.grid = new_grid
     return out
+
+
+FLEXI_STREAM = 0xF1E  # keeps the patch-size draws apart from any other use of (seed, step)
+
+
+def patch_size_at(step: int, sizes: Sequence[int], weights: Sequence[float] = (), *,
+                  seed: int = 0) -> int:
+    """The patch size FlexiViT training uses at ``step``: drawn from (seed, step) alone, so a
+    resumed run draws exactly what an uninterrupted one would; ``weights`` empty = uniform."""
+    if not sizes:
+        raise ValueError("patch_size_at needs at least one patch size")
+    p = np.asarray(weights if weights else [1.0] * len(sizes), np.float64)
+    rng = np.random.default_rng([seed, step, FLEXI_STREAM])
+    return int(sizes[rng.choice(len(sizes), p=p / p.sum())])

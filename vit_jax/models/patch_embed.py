@@ -100,12 +100,21 @@ class PatchEmbed(nnx.Module):
                             ("patch", "patch", "channels", "embed"))
         self.bias = param(rngs, nnx.initializers.zeros_init(), (width,), ("embed",))
 
-    def __call__(self, images: Array) -> Array:
-        grid_size(images.shape[1:3], self.patch_size)  # clear error before XLA's
+    def __call__(self, images: Array, patch_size: tuple[int, int] | None = None) -> Array:
+        """``patch_size``: cut patches of another size, with the kernel PI-resized to it inside
+        the computation (FlexiViT training: gradients reach the underlying kernel)."""
+        patch = self.patch_size if patch_size is None else tuple(patch_size)
+        grid_size(images.shape[1:3], patch)  # clear error before XLA's
+        kernel = self.kernel[...]
+        if patch != self.patch_size:
+            from vit_jax.models.flexi import resize_patch_kernel  # flexi builds on this module
+
+            kernel = resize_patch_kernel(kernel, patch)
+        kernel = kernel.astype(images.dtype)
         if self.method == "patchify":
-            return self.embed_patches(patchify(images, self.patch_size))
+            return self._project(patchify(images, patch), kernel)
         conv = conv_embed if jax.default_backend() == "cpu" else _conv
-        x = conv(images, self.kernel[...].astype(images.dtype))
+        x = conv(images, kernel)
         return x + self.bias[...].astype(x.dtype)
 
     def embed_patches(self, patches: Array) -> Array:
@@ -116,5 +125,8 @@ class PatchEmbed(nnx.Module):
             raise ValueError(f"patches of {patches.shape[-1]} values do not match the "
                              f"{kernel.shape[0]}x{kernel.shape[1]}x{kernel.shape[2]} patch "
                              "embedding; pack with the model's patch size and channels")
+        return self._project(patches, kernel)
+
+    def _project(self, patches: Array, kernel: Array) -> Array:
         return patches @ kernel.reshape(-1, kernel.shape[-1]) + self.bias[...].astype(
             patches.dtype)

@@ -54,8 +54,9 @@ class VisionTransformer(nnx.Module):
         representation_size: int | None = None, dtype: str = "auto", scan: bool = False,
         remat_policy: str = "none", attention: str = "auto",
         attention_query_chunk: int = QUERY_CHUNK, attention_key_chunk: int = KEY_CHUNK,
-        patch_embed_method: str = "conv", gelu_approximate: bool = False, seed: int = 0,
-        rngs: nnx.Rngs | None = None,
+        patch_embed_method: str = "conv", gelu_approximate: bool = False,
+        flexi_patch_sizes: Sequence[int] = (), flexi_weights: Sequence[float] = (),
+        seed: int = 0, rngs: nnx.Rngs | None = None,
     ):
         self.image_size = as_pair(image_size, "image_size")
         self.patch_size = as_pair(patch_size, "patch_size")
@@ -67,6 +68,8 @@ class VisionTransformer(nnx.Module):
                      in_channels=in_channels, num_registers=num_registers,
                      representation_size=representation_size)
         _check_rates(dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path)
+        self.flexi_patch_sizes, self.flexi_weights = _check_flexi(
+            flexi_patch_sizes, flexi_weights, self.image_size)
         if layerscale is not None and not (is_number(layerscale) and layerscale > 0):
             raise ValueError(f"layerscale={layerscale!r} must be None (off) or a number > 0 "
                              "(the initial scale, e.g. 1e-5)")
@@ -110,15 +113,17 @@ class VisionTransformer(nnx.Module):
         self.head = (Dense(features, num_classes, rngs=rngs, axes=("embed", "classes"),
                            kernel_init=head_init) if num_classes else None)
 
-    def embed(self, images: Array) -> Array:
-        """Images -> (B, prefix + patches, D) tokens with position information added."""
+    def embed(self, images: Array, patch_size: int | None = None) -> Array:
+        """Images -> (B, prefix + patches, D) tokens with position information added;
+        ``patch_size``: another patch size than the model's (FlexiViT, see ``__call__``)."""
         if images.ndim != 4 or images.shape[-1] != self.in_channels:
             raise ValueError(
                 f"expected images of shape (batch, height, width, {self.in_channels}), "
                 f"got {images.shape}"
             )
-        x = self.patch_embed(images.astype(self.dtype))
-        grid = grid_size(images.shape[1:3], self.patch_size)
+        patch = self.patch_size if patch_size is None else as_pair(patch_size, "patch_size")
+        x = self.patch_embed(images.astype(self.dtype), patch)
+        grid = grid_size(images.shape[1:3], patch)
         pe = self.posemb(grid)
         if pe is not None and not self.posemb.includes_prefix:
             x = x + pe.astype(x.dtype)
@@ -151,10 +156,14 @@ class VisionTransformer(nnx.Module):
 
     def __call__(self, images: Array | Mapping[str, Array], *, train: bool = False,
                  rng: Array | None = None, return_extras: bool = False,
-                 return_attention: bool = False):
+                 return_attention: bool = False, patch_size: int | None = None):
         """Logits (B, classes) of images (B, H, W, C); or of a packed batch
         (``vit_jax.pack_images``): (B, K, classes), one row per image slot (its
-        ``image_mask`` says which hold an image)."""
+        ``image_mask`` says which hold an image).
+
+        ``patch_size`` (FlexiViT): run with patches of that size, the patch kernel PI-resized
+        and the position table resampled to the new grid inside the computation, so training
+        at a random size each step trains one model for every size (``flexi_patch_sizes``)."""
         key = None
         if train and self.stochastic:
             key = rng if rng is not None else self.rngs.dropout()
@@ -162,7 +171,10 @@ class VisionTransformer(nnx.Module):
         extras = {}
         packed = images if is_packed(images) else None
         segments = None if packed is None else jnp.asarray(packed["segment_ids"])
-        x = self.embed(images) if packed is None else self.embed_packed(packed)
+        if packed is not None and patch_size is not None:
+            raise ValueError("packed input is cut into patches by pack_images; patch_size "
+                             "applies to images only")
+        x = self.embed(images, patch_size) if packed is None else self.embed_packed(packed)
         x = dropout(x, self.dropout_rate, keys[0])
         x, weights = self.encoder(x, key=keys[1], return_weights=return_attention,
                                   segment_ids=segments)
@@ -191,6 +203,26 @@ def _check_sizes(**sizes) -> None:
         low = 0 if name == "num_registers" else 1
         if not (is_int(value) and value >= low):
             raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+
+
+def _check_flexi(sizes: Sequence[int], weights: Sequence[float],
+                 image_size: tuple[int, int]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """FlexiViT's patch sizes (each dividing the image) and their sampling weights (empty =
+    uniform), as tuples; errors name the bad value and what is valid."""
+    sizes, weights = tuple(sizes or ()), tuple(weights or ())
+    for p in sizes:
+        if not (is_int(p) and p >= 1):
+            raise ValueError(f"flexi_patch_sizes={sizes}: each must be an integer >= 1")
+        if image_size[0] % p or image_size[1] % p:
+            raise ValueError(f"flexi_patch_sizes={sizes}: {p} does not divide the image size "
+                             f"{image_size[0]}x{image_size[1]}")
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"flexi_patch_sizes={sizes} repeats a size")
+    if weights and (len(weights) != len(sizes) or
+                    not all(is_number(w) and w > 0 for w in weights)):
+        raise ValueError(f"flexi_weights={weights}: one number > 0 per patch size in "
+                         f"flexi_patch_sizes={sizes} (or empty = uniform)")
+    return sizes, tuple(float(w) for w in weights)
 
 
 def _check_rates(**rates) -> None:
