@@ -17,7 +17,7 @@ SHIPPED = [("quickstart", None), ("mnist", "/nonexistent"), ("mnist_folder", "/n
            ("small_data", "vit"), ("small_data", "SmallResNet,mnist:/nonexistent"),
            ("small_data", "SimpleCNN"), ("small_data", "SmallResNet"), ("cifar10", None),
            ("cifar10", "Ti/4"),           ("imagenet_vit", "B/16"), ("imagenet_vit", "S/16,300"),
-           ("finetune", None)]
+           ("finetune", None), ("flexivit", None)]
 
 
 def load(name: str, arg=None):
@@ -70,6 +70,12 @@ def test_config_trains_two_steps(name, arg, tmp_path):
     if "width" in config.model:  # a ViT: keep its options, shrink its size
         config.model.update(variant="mu/4", image_size=8, width=32, depth=1, num_heads=2,
                             mlp_dim=32)
+        # FlexiViT: the patch sizes that cut an 8x8 image (one eval per size remains)
+        config.model.flexi_patch_sizes = tuple(dict.fromkeys(
+            min(p, 8) for p in config.model.get("flexi_patch_sizes", ())))
+        for section in config.evals.values():
+            if section.get("patch_size"):
+                section.patch_size = min(section.patch_size, 8)
     if config.init_from:  # fine-tuning: start from a tiny pretraining run of the same model
         config.init_from = None
         train_and_evaluate(config, tmp_path / "pretrained")

@@ -27,7 +27,7 @@ SHIPPED = [("patch_size", None), ("patch_size", "16"), ("patch_size", "32"),
            ("resolution", None), ("resolution", "smoke"), ("patch_size", "mnist:{mnist}"),
            ("pixel_tokens", "{mnist}"), ("posemb", "mnist:{mnist}"),
            ("vit_vs_cnn", "mnist:{mnist}"), ("vit_vs_cnn", "shapes"),
-           ("resolution", "mnist:{mnist}")]
+           ("resolution", "mnist:{mnist}"), ("flexivit", None)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -165,6 +165,11 @@ def test_sweep_config_points_validate(name, arg, tmp_path, monkeypatch):
         # only checks that init_from exists (the checkpoint is read when the point runs).
         configs = [sweep.base] + [finetune_config(sweep, r, sweep.methods[0], str(tmp_path))
                                   for r in sweep.resolutions]
+    elif sweep.kind == "flexi":
+        from vit_jax.sweep.flexi import eval_config
+
+        assert Path(sweep.compare).is_file()
+        configs = [sweep.base] + [eval_config(sweep.base, p) for p in sweep.patch_sizes]
     else:
         points = expand_points(sweep)
         assert all(p.config_error is None for p in points), [p.config_error for p in points]

@@ -76,6 +76,17 @@ def resolution_sweep_config(name: str, base: mlc.ConfigDict, **options) -> mlc.C
     return c
 
 
+def flexi_sweep_config(name: str, base: mlc.ConfigDict, **options) -> mlc.ConfigDict:
+    """The FlexiViT sweep (``vit_jax.sweep.flexi``): one model, every patch size."""
+    c = sweep_config(name, base, [])
+    c.kind = "flexi"
+    c.init_from = placeholder(str)  # a FlexiViT workdir or checkpoint; None: train ``base``
+    c.patch_sizes = list(base.model.get("flexi_patch_sizes") or ())
+    c.compare = placeholder(str)  # a patch-size sweep's results.json to draw beside it
+    _set_options(c, options)
+    return c
+
+
 def _set_options(c: mlc.ConfigDict, options: dict) -> None:
     unknown = sorted(set(options) - set(c.keys()))
     if unknown:
@@ -108,5 +119,6 @@ def __getattr__(name: str):  # these import jax and the trainer: only when used
     raise AttributeError(f"module 'vit_jax.sweep' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_PLOTS", "DEFAULT_TABLE", "expand_points", "flatten", "point_name",
+__all__ = ["DEFAULT_PLOTS", "DEFAULT_TABLE", "expand_points", "flatten", "flexi_sweep_config",
+           "point_name",
            "resolution_sweep_config", "run_sweep", "sweep_config"]

@@ -31,6 +31,11 @@ def dry_run(sweep) -> None:
               f"methods {list(sweep.methods)}, init_from {sweep.init_from}")
         validate(sweep.base)
         return
+    if sweep.get("kind", "grid") == "flexi":
+        print(f"flexi sweep {sweep.name}: patch sizes {list(sweep.patch_sizes)}, init_from "
+              f"{sweep.init_from}, compare {sweep.compare}")
+        validate(sweep.base)
+        return
     points = apply_budget(expand_points(sweep), sweep)
     for p in points:
         try:

@@ -7,10 +7,10 @@ from pathlib import Path
 import ml_collections as mlc
 
 from vit_jax.paths import absolute
-from vit_jax.sweep import grid, resolution
+from vit_jax.sweep import flexi, grid, resolution
 
 # kind -> module with ``run(sweep, workdir) -> records``
-KINDS = {"grid": grid, "resolution": resolution}
+KINDS = {"grid": grid, "resolution": resolution, "flexi": flexi}
 
 
 def run_sweep(sweep: mlc.ConfigDict, workdir: str | Path) -> list[dict]:
