@@ -141,6 +141,7 @@ def test_resolution_sweep_with_seeds_trains_a_checkpoint_per_seed(tmp_path):
     assert f"| 8 | 5 | {100 * mean:.2f} ± " in md  # the trained resolution, over both seeds
     assert "Base runs (one checkpoint per seed, seeds [0, 1]" in md
     assert "## Answer\n\nNative resolution is best." in md
+    assert "In progress" not in md and "Checkpoint: `points/base,seed=N`" in md
     with pytest.raises(ValueError, match="drop init_from, or seeds"):
         run_sweep(resolution_sweep_config("x", small, init_from=str(tmp_path), seeds=[0]),
                   tmp_path / "other")

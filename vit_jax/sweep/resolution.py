@@ -200,15 +200,16 @@ def write_reports(records: list[dict], sweep: mlc.ConfigDict, workdir: Path, tot
     parts = [f"# Sweep `{sweep.name}`", ""]
     if sweep.get("description"):
         parts += [sweep.description.strip(), ""]
-    if len(records) < total:
-        parts += [f"*In progress: {len(records)} of {total} points so far.*", ""]
+    if len(runs) < total:  # runs, not rows: a seeds table has one row per point
+        parts += [f"*In progress: {len(runs)} of {total} points so far.*", ""]
     base = [r for r in records if r["name"] == "base"]
     if base:
         parts += ["Base run (the checkpoint):" if runs is records else
                   f"Base runs (one checkpoint per seed, seeds {list(sweep.seeds)}; mean ± std):",
                   "", report.markdown_table(base, DEFAULT_TABLE), ""]
     seeds = "" if runs is records else " Mean ± std over the seeds' checkpoints."
-    parts += [f"Checkpoint: `{sweep.init_from or 'points/base'}`, trained at {base_res}px. "
+    trained = sweep.init_from or ("points/base" if runs is records else "points/base,seed=N")
+    parts += [f"Checkpoint: `{trained}`, trained at {base_res}px. "
               f"Eval accuracy at each resolution; 'FT' = after {sweep.finetune_steps} "
               f"fine-tuning steps at that resolution.{seeds}", "",
               pivot_table(records, methods), ""]
