@@ -12,7 +12,8 @@ from flax import nnx
 
 from tests.helpers import tiny_config
 from tests.test_train import assert_same_checkpoint
-from vit_jax.config import build_model, validate
+from vit_jax import load_model
+from vit_jax.config import validate
 from vit_jax.models import create_model
 from vit_jax.models.flexi import change_patch_size, patch_size_at
 from vit_jax.train import train_and_evaluate
@@ -67,6 +68,8 @@ def test_flexi_training_learns_every_patch_size_and_resumes_bitwise(tmp_path, mo
     for p in (8, 4, 2):  # chance is 10%, ln(10) = 2.30; each size gets ~40 of the 120 steps
         assert final[f"eval_p{p}/accuracy"] > 0.2 and final[f"eval_p{p}/loss"] < 2.15, (p, final)
     assert final["eval/accuracy"] == final["eval_p4/accuracy"]  # the model's own patch: 4
+    loaded = load_model(tmp_path / "whole", verbose=False)  # the checkpoint keeps its sizes
+    assert loaded.flexi_patch_sizes == (8, 4, 2) and loaded.flexi_weights == ()
     calls = iter(range(1, 1000))
     monkeypatch.setattr("vit_jax.train.preemption_requested", lambda step=None: next(calls) == 31)
     train_and_evaluate(flexi_config(**cfg), tmp_path / "split")
@@ -94,15 +97,3 @@ def test_an_eval_patch_size_must_divide_the_image():
     c.evals["eval_p3"] = {"kind": "classification", "patch_size": 3}
     with pytest.raises(ValueError, match=r"eval_p3.patch_size=3 does not divide the image"):
         validate(c)
-
-
-def test_a_checkpoint_keeps_its_flexi_sizes(tmp_path):
-    from vit_jax import load_model
-
-    train_and_evaluate(flexi_config(**{"total_steps": 4, "eval_every_steps": 4,
-                                       "checkpoint_every_steps": 4,
-                                       "optim.warmup_steps": 1}), tmp_path)
-    model = load_model(tmp_path, verbose=False)
-    assert model.flexi_patch_sizes == (8, 4, 2)
-    fresh = build_model(flexi_config(), 10)
-    assert fresh.flexi_weights == ()
