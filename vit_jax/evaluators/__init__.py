@@ -16,12 +16,11 @@ import ml_collections as mlc
 from ml_collections.config_dict import placeholder
 
 from vit_jax.checks import is_int
-from vit_jax.evaluators import classification
+from vit_jax.evaluators import classification, fewshot
 from vit_jax.evaluators.view import ModelView
-from vit_jax.sizes import as_pair
 
-KINDS = {"classification": classification}
-SECTION_KEYS = ("kind", "every_steps", "split", "batch_size", "patch_size")
+KINDS = {"classification": classification, "fewshot": fewshot}
+SECTION_KEYS = ("kind", "every_steps", "batch_size")  # every kind's; each adds its own KEYS
 
 
 def default_evals() -> mlc.ConfigDict:
@@ -32,31 +31,24 @@ def default_evals() -> mlc.ConfigDict:
 
 
 def check(config: mlc.ConfigDict) -> None:
-    """Every section names a known kind and only known keys (before any work)."""
+    """Every section names a known kind and only its keys, with valid values (before any
+    work)."""
     for name, section in config.evals.items():
         kind = section.get("kind")
         if kind not in KINDS:
             raise ValueError(f"config.evals.{name}.kind={kind!r}; valid: {sorted(KINDS)}")
-        unknown = sorted(set(section) - set(SECTION_KEYS))
+        valid = SECTION_KEYS + KINDS[kind].KEYS
+        unknown = sorted(set(section) - set(valid))
         if unknown:
-            raise ValueError(f"config.evals.{name}: unknown keys {unknown}; valid: "
-                             f"{', '.join(SECTION_KEYS)}")
-        patch = section.get("patch_size")
-        if patch is not None and not (is_int(patch) and patch >= 1):
-            raise ValueError(f"config.evals.{name}.patch_size={patch!r} must be a positive "
-                             "integer (a FlexiViT model's patch size; default: the model's)")
-        if patch is not None:
-            image = config.model.get("image_size")
-            if image is None:
-                raise ValueError(f"config.evals.{name}.patch_size: only a ViT has patches")
-            h, w = as_pair(image, "model.image_size")
-            if h % patch or w % patch:
-                raise ValueError(f"config.evals.{name}.patch_size={patch} does not divide the "
-                                 f"image size {h}x{w}")
-        every = section.get("every_steps")
-        if every is not None and (not isinstance(every, int) or every < 1):
-            raise ValueError(f"config.evals.{name}.every_steps={every!r} must be a positive "
-                             "integer (default: config.eval_every_steps)")
+            raise ValueError(f"config.evals.{name}: unknown keys {unknown}; valid for "
+                             f"kind={kind!r}: {', '.join(valid)}")
+        for key in ("every_steps", "batch_size"):
+            value = section.get(key)
+            if value is not None and not (is_int(value) and value >= 1):
+                raise ValueError(f"config.evals.{name}.{key}={value!r} must be a positive "
+                                 "integer (default: the run's eval_every_steps / "
+                                 "eval_batch_size)")
+        KINDS[kind].check_section(config, name, section)
 
 
 def build(config: mlc.ConfigDict) -> dict[str, Any]:

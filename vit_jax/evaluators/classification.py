@@ -9,7 +9,9 @@ import jax
 import ml_collections as mlc
 
 from vit_jax import data, metrics
+from vit_jax.checks import is_int
 from vit_jax.evaluators.view import ModelView
+from vit_jax.sizes import as_pair
 
 
 class Classification:
@@ -51,6 +53,26 @@ class Classification:
 
             self._jitted = (view.key, view.jit(batch_metrics))
         return self._jitted[1]
+
+
+KEYS = ("split", "patch_size")
+
+
+def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> None:
+    """``patch_size`` (a FlexiViT model's, default: the model's own) must cut the image."""
+    patch = section.get("patch_size")
+    if patch is None:
+        return
+    if not (is_int(patch) and patch >= 1):
+        raise ValueError(f"config.evals.{name}.patch_size={patch!r} must be a positive "
+                         "integer (a FlexiViT model's patch size; default: the model's)")
+    image = config.model.get("image_size")
+    if image is None:
+        raise ValueError(f"config.evals.{name}.patch_size: only a ViT has patches")
+    h, w = as_pair(image, "model.image_size")
+    if h % patch or w % patch:
+        raise ValueError(f"config.evals.{name}.patch_size={patch} does not divide the "
+                         f"image size {h}x{w}")
 
 
 def from_config(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> Classification:

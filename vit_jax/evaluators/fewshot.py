@@ -1,0 +1,151 @@
+"""Few-shot linear evaluation of frozen pre-logits (big_vision's ``fewshot_lsr``).
+
+For k shots: k training examples per class (drawn by a seeded permutation of each class's
+examples), a linear classifier fitted in closed form by L2-regularised least squares to targets
+in {-1, 1}, top-1 accuracy on the eval split; averaged over ``seeds`` draws. As big_vision does,
+features are standardised with the mean and std of the k-shot set and get a constant feature of
+100 as the bias (so the L2 penalty barely touches it), and ``l2_reg`` defaults to 2^10.
+
+Config section: ``kind="fewshot"``, ``shots`` (default 1, 5, 10, 25), ``l2_reg``, ``seeds``
+(default 3), ``train_split`` (default ``train``: where the shots come from; the whole split is
+embedded once per call), ``split`` (default the eval split). Metrics: ``<name>/<k>shot``.
+Needs a model with pre-logits (a ViT: ``return_extras``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections as mlc
+import numpy as np
+
+from vit_jax import data
+from vit_jax.checks import is_int, is_number
+from vit_jax.evaluators.view import ModelView
+
+KEYS = ("shots", "l2_reg", "seeds", "train_split", "split")
+DEFAULT_SHOTS = (1, 5, 10, 25)
+DEFAULT_L2_REG = 2.0**10
+BIAS_FEATURE = 100.0
+
+
+def fit_ridge(x: np.ndarray, targets: np.ndarray, l2_reg: float) -> np.ndarray:
+    """``argmin_w |x w - targets|^2 + l2_reg |w|^2`` in closed form (float64), through the
+    smaller of the two Gram matrices: (x^T x + l I)^-1 x^T t, or x^T (x x^T + l I)^-1 t when there
+    are fewer examples than features (the usual few-shot case)."""
+    x, targets = np.asarray(x, np.float64), np.asarray(targets, np.float64)
+    n, d = x.shape
+    if n >= d:
+        return np.linalg.solve(x.T @ x + l2_reg * np.eye(d), x.T @ targets)
+    return x.T @ np.linalg.solve(x @ x.T + l2_reg * np.eye(n), targets)
+
+
+def fewshot_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                     test_y: np.ndarray, num_classes: int, l2_reg: float) -> float:
+    """Top-1 accuracy on (test_x, test_y) of the ridge classifier fitted on (train_x, train_y)
+    after standardising with the training features' statistics and adding the bias feature."""
+    mean = train_x.mean(0, keepdims=True)
+    std = train_x.std(0, keepdims=True) + 1e-5
+
+    def features(x):
+        z = (np.asarray(x, np.float64) - mean) / std
+        return np.pad(z, ((0, 0), (0, 1)), constant_values=BIAS_FEATURE)
+
+    targets = 2.0 * np.eye(num_classes)[train_y] - 1.0
+    w = fit_ridge(features(train_x), targets, l2_reg)
+    return float(np.mean((features(test_x) @ w).argmax(1) == test_y))
+
+
+def shot_indices(labels: np.ndarray, num_classes: int, shots: int, seed: int) -> np.ndarray:
+    """The first ``shots`` examples of each class under a permutation drawn from ``seed`` (the
+    same draws for every k, so 5 shots contain the 1-shot example)."""
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
+    return np.concatenate([idx[:shots] for idx in per_class])
+
+
+class FewShot:
+    """Built once per run (both splits opened once); called with the current model."""
+
+    def __init__(self, data_config: Any, *, batch_size: int, shots: Sequence[int],
+                 l2_reg: float, seeds: int, train_split: str, split: str | None,
+                 prefix: str):
+        cfg = data.resolve(data_config)
+        self.num_classes = data.dataset_info(cfg).num_classes
+        self.shots, self.l2_reg, self.seeds, self.prefix = tuple(shots), l2_reg, seeds, prefix
+        per_process = batch_size // jax.process_count()
+
+        def loader(split_name: str):
+            # the eval pipeline over that split: every example once, in order, no augmentation
+            return data.build_eval_iterator(
+                dataclasses.replace(cfg, eval_split=split_name), batch_size=per_process,
+                process_index=jax.process_index(), process_count=jax.process_count())
+
+        self._train = loader(train_split)
+        self._test = loader(split or cfg.eval_split)
+        self._starts = (self._train.get_state(), self._test.get_state())
+        self._jitted: tuple[Any, Any] | None = None
+
+    def __call__(self, view: ModelView) -> dict[str, float]:
+        step = self._step(view)
+        train_x, train_y = self._embed(step, view, self._train, self._starts[0])
+        test_x, test_y = self._embed(step, view, self._test, self._starts[1])
+        out = {}
+        for k in self.shots:
+            accuracies = []
+            for seed in range(self.seeds):
+                idx = shot_indices(train_y, self.num_classes, k, seed)
+                accuracies.append(fewshot_accuracy(train_x[idx], train_y[idx], test_x, test_y,
+                                                   self.num_classes, self.l2_reg))
+            out[f"{self.prefix}{k}shot"] = float(np.mean(accuracies))
+        return out
+
+    def _embed(self, step, view: ModelView, loader, start) -> tuple[np.ndarray, np.ndarray]:
+        """Pre-logits and labels of a whole split (padding rows dropped)."""
+        loader.set_state(start)
+        feats, labels = [], []
+        for batch in loader:
+            x, y, mask = jax.device_get(step(view.state, view.put(batch)))
+            keep = np.asarray(mask, bool)
+            feats.append(np.asarray(x, np.float64)[keep])
+            labels.append(np.asarray(y)[keep])
+        loader.close()
+        return np.concatenate(feats), np.concatenate(labels)
+
+    def _step(self, view: ModelView):
+        if self._jitted is None or self._jitted[0] != view.key:
+            def representation(state, batch):
+                out = view.model(state)(batch["image"], train=False, return_extras=True)
+                if not isinstance(out, tuple):
+                    raise ValueError("few-shot evaluation needs a model with pre-logits (a "
+                                     "ViT); this model returns logits only")
+                return out[1]["pre_logits"], batch["label"], batch["mask"]
+
+            self._jitted = (view.key, view.jit(representation))
+        return self._jitted[1]
+
+
+def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> None:
+    """Shots, l2_reg and seeds: positive numbers, before any work."""
+    shots = section.get("shots", DEFAULT_SHOTS)
+    if not shots or not all(is_int(k) and k >= 1 for k in shots):
+        raise ValueError(f"config.evals.{name}.shots={shots!r}: a list of integers >= 1 "
+                         "(examples per class)")
+    l2 = section.get("l2_reg", DEFAULT_L2_REG)
+    if not (is_number(l2) and l2 > 0):
+        raise ValueError(f"config.evals.{name}.l2_reg={l2!r} must be a number > 0")
+    seeds = section.get("seeds", 3)
+    if not (is_int(seeds) and seeds >= 1):
+        raise ValueError(f"config.evals.{name}.seeds={seeds!r} must be an integer >= 1")
+
+
+def from_config(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> FewShot:
+    return FewShot(config.data, batch_size=section.get("batch_size") or config.eval_batch_size,
+                   shots=section.get("shots", DEFAULT_SHOTS),
+                   l2_reg=section.get("l2_reg", DEFAULT_L2_REG),
+                   seeds=section.get("seeds", 3),
+                   train_split=section.get("train_split") or "train",
+                   split=section.get("split"), prefix=f"{name}/")
