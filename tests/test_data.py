@@ -208,9 +208,9 @@ def test_batches_held_past_close_do_not_leak_shared_memory(cfg):
     float(done.stdout.split()[-1])  # the held batches were still readable after close
 
 
-@pytest.mark.parametrize("mixup_alpha", [0.0, 0.5])
-def test_process_shards_concatenate_to_global_batch(cfg, mixup_alpha):
-    cfg = dict(cfg, mixup_alpha=mixup_alpha)
+@pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.0, 0.0), (0.5, 0.0), (0.5, 1.0)])
+def test_process_shards_concatenate_to_global_batch(cfg, mixup_alpha, cutmix_alpha):
+    cfg = dict(cfg, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha)
     single = take(data.build_train_iterator(cfg, batch_size=24, seed=9), 3)
     shards = [
         take(
@@ -295,6 +295,10 @@ def test_config_errors_name_valid_choices(cfg):
         data.dataset_info(dict(cfg, pp_train="decode|value_range(-1,1)"))
     with pytest.raises(data.DataError, match="even per-process batch_size"):
         data.build_train_iterator(dict(cfg, mixup_alpha=0.2), batch_size=7, seed=0)
+    with pytest.raises(data.DataError, match="even per-process batch_size"):
+        data.build_train_iterator(dict(cfg, cutmix_alpha=1.0), batch_size=7, seed=0)
+    with pytest.raises(data.DataError, match="cutmix_alpha must be a number >= 0"):
+        data.dataset_info(dict(cfg, cutmix_alpha=-1))
 
 
 def test_config_accepts_config_dict(cfg):

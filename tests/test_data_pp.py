@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from vit_jax import data
-from vit_jax.data.mixup import Mixup, mix_pairs
+from vit_jax.data.mixup import Mixup, cut_box, cut_pairs, mix_pairs
 from vit_jax.data.order import example_rng
 
 
@@ -171,6 +171,41 @@ def test_mixup_weights_deterministic_and_dominant():
     assert weights == [Mixup(0.4, 0).weight(step) for step in range(100)]
     assert min(weights) >= 0.5 and max(weights) <= 1.0
     assert len(set(weights)) == 100 and np.mean(weights) < 0.9  # Mixes, not near-identity.
+
+
+def test_cutmix_pastes_the_partners_box_and_mixes_labels_by_area():
+    image = np.stack([np.full((4, 6, 1), v, np.float32) for v in (1, 2, 3)])  # 3 rows
+    labels = np.eye(3, dtype=np.float32)
+    out = cut_pairs({"image": image, "labels": labels, "label": np.arange(3)}, (1, 3, 0, 3))
+    np.testing.assert_array_equal(out["image"][0, 1:3, 0:3], 2)  # row 0 shows row 1 there
+    np.testing.assert_array_equal(out["image"][1, 1:3, 0:3], 1)
+    assert (out["image"][0] == 1).sum() == 24 - 6 and (out["image"][2] == 3).all()  # odd row
+    np.testing.assert_allclose(out["labels"][0], [0.75, 0.25, 0])  # 6 of 24 pixels from row 1
+    np.testing.assert_allclose(out["labels"][2], [0, 0, 1])
+    np.testing.assert_array_equal(image[0], 1)  # the input batch is untouched
+
+
+def test_cutmix_box_has_the_drawn_area_unless_clipped():
+    top, bottom, left, right = cut_box(0.75, 16, 16, (0.5, 0.5))
+    assert (bottom - top, right - left) == (8, 8)  # 1 - 0.75 of 256 pixels = 64
+    top, bottom, left, right = cut_box(0.75, 16, 16, (0.0, 1.0))  # a corner: clipped
+    assert (top, bottom, left, right) == (0, 4, 12, 16)
+
+
+def test_cutmix_and_mixup_draws_are_seeded_dominant_and_both_used():
+    both = Mixup(alpha=0.4, seed=0, cutmix_alpha=1.0)
+    draws = [both.draw(step) for step in range(200)]
+    assert draws == [Mixup(0.4, 0, 1.0).draw(step) for step in range(200)]
+    kinds = [kind for kind, _, _ in draws]
+    assert 70 < kinds.count("cutmix") < 130  # one or the other, each about half the steps
+    assert min(lam for _, lam, _ in draws) >= 0.5
+    assert {kind for kind, _, _ in map(Mixup(0.0, 0, 1.0).draw, range(50))} == {"cutmix"}
+    batch = {"image": np.random.default_rng(0).random((4, 8, 8, 3), np.float32),
+             "labels": np.eye(4, dtype=np.float32), "label": np.arange(4)}
+    out = Mixup(0.0, 3, cutmix_alpha=1.0)(5, batch)
+    changed = (out["image"] != batch["image"]).any(-1)
+    assert changed.any() and (out["labels"].max(1) >= 0.5).all()
+    np.testing.assert_allclose(out["labels"][0, 0], 1 - changed[0].mean(), rtol=1e-6)
 
 
 def test_registering_an_op():

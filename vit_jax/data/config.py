@@ -9,7 +9,7 @@ from typing import Any
 
 import ml_collections
 
-from vit_jax.checks import is_int
+from vit_jax.checks import is_int, is_number
 from vit_jax.data.errors import DataError
 from vit_jax.paths import absolute
 
@@ -34,6 +34,7 @@ class DataConfig:
     pp_eval: str = "decode|resize(32)|value_range(-1,1)|onehot(6)"
     shapes: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(SHAPES_DEFAULTS))
     mixup_alpha: float = 0.0  # > 0 turns on batch-level mixup with Beta(alpha, alpha).
+    cutmix_alpha: float = 0.0  # > 0 turns on CutMix (with mixup too: one or the other per step).
     workers: int = 0  # grain worker processes; 0 = in-process (with one prefetch thread).
     prefetch: int = 2  # Batches buffered ahead (per worker when workers > 0).
     skip_corrupt: bool = False  # Drop (and count) unreadable images instead of raising.
@@ -94,8 +95,10 @@ def _check(cfg: DataConfig) -> None:
         raise DataError(f"workers must be an int >= 0 (0 = in-process), got {cfg.workers!r}")
     if not is_int(cfg.prefetch) or cfg.prefetch < 0:
         raise DataError(f"prefetch must be an int >= 0, got {cfg.prefetch!r}")
-    if not isinstance(cfg.mixup_alpha, int | float) or cfg.mixup_alpha < 0:
-        raise DataError(f"mixup_alpha must be a number >= 0 (0 = off), got {cfg.mixup_alpha!r}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        value = getattr(cfg, key)
+        if not is_number(value) or value < 0:
+            raise DataError(f"{key} must be a number >= 0 (0 = off), got {value!r}")
     if cfg.train_subset is not None and (not is_int(cfg.train_subset) or cfg.train_subset < 1):
         raise DataError(f"train_subset must be None or an int >= 1, got {cfg.train_subset!r}")
 

@@ -74,9 +74,10 @@ def build_train_iterator(
     _check_batching(batch_size, process_index, process_count)
     if not isinstance(seed, int) or seed < 0:
         raise DataError(f"seed must be an int >= 0, got {seed!r}")
-    if cfg.mixup_alpha and batch_size % 2:
+    if (cfg.mixup_alpha or cfg.cutmix_alpha) and batch_size % 2:
         raise DataError(
-            f"mixup mixes example pairs and needs an even per-process batch_size, got {batch_size}"
+            f"mixup and cutmix mix example pairs and need an even per-process batch_size, got "
+            f"{batch_size}"
         )
     split, pp, shape = _split_and_pp(cfg, cfg.train_split, cfg.pp_train, "pp_train",
                                      cfg.train_subset)
@@ -84,8 +85,8 @@ def build_train_iterator(
                            process=(process_index, process_count), shape=shape)
     batches = grain.MapDataset.range(sys.maxsize).map(example)
     batches = batches.batch(batch_size, drop_remainder=True)
-    if cfg.mixup_alpha:
-        batches = batches.map_with_index(Mixup(cfg.mixup_alpha, seed))
+    if cfg.mixup_alpha or cfg.cutmix_alpha:
+        batches = batches.map_with_index(Mixup(cfg.mixup_alpha, seed, cfg.cutmix_alpha))
     fingerprint = dict(
         dataset=split.name,
         num_examples=len(split.records),
