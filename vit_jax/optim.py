@@ -14,11 +14,13 @@ One config dict describes the whole update rule, e.g.::
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -51,12 +53,15 @@ DEFAULTS: dict[str, Any] = dict(
     grad_clip_norm=None,
     grad_accum_steps=1,  # read by the train step (accumulate_gradients), not by build_tx.
     mu_dtype=None,  # adamw's first moment: None = the parameters' (float32), or "bfloat16"
+    layer_decay=None,  # fine-tuning: lr x layer_decay^(layers above), see lr_factors
+    lr_mults=(),  # ((regex, multiplier), ...) on parameter names; the first full match wins
 )
 # Adam's first moment can be stored in bf16 at no measurable cost in quality (big_vision's
 # ``mu_dtype``), saving a quarter of the optimizer state; the second moment stays float32.
 MU_DTYPES = (None, "float32", "bfloat16")
 # The type of each option whose default is None (None = "off" or "the run's length").
-OPTIONAL_TYPES: dict[str, type] = dict(total_steps=int, grad_clip_norm=float, mu_dtype=str)
+OPTIONAL_TYPES: dict[str, type] = dict(total_steps=int, grad_clip_norm=float, mu_dtype=str,
+                                       layer_decay=float)
 
 # Valid ranges of the numeric options: (low, high, brackets, what it means).
 RANGES: dict[str, tuple[float, float, str, str]] = dict(
@@ -73,6 +78,7 @@ RANGES: dict[str, tuple[float, float, str, str]] = dict(
     cooldown_steps=(0, math.inf, "[)", "steps"),
     grad_clip_norm=(0, math.inf, "()", "None = no clipping"),
     grad_accum_steps=(1, math.inf, "[)", "micro-batches per step"),
+    layer_decay=(0, 1, "(]", "None = off; e.g. 0.75 (BEiT/MAE fine-tuning)"),
 )
 INTEGER_KEYS = ("warmup_steps", "total_steps", "cooldown_steps", "grad_accum_steps")
 
@@ -85,6 +91,7 @@ def resolve(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
         raise ValueError(f"Unknown optimizer config keys {unknown}; valid keys: {sorted(DEFAULTS)}")
     merged = {**DEFAULTS, **given}
     _check_ranges(merged)
+    _check_lr_mults(merged["lr_mults"])
     if merged["mu_dtype"] not in MU_DTYPES:
         raise ValueError(f"optim.mu_dtype={merged['mu_dtype']!r} must be one of {MU_DTYPES} "
                          "(adamw's first moment)")
@@ -130,6 +137,99 @@ def decay_mask(params: Any, no_decay_names: tuple[str, ...] = NO_DECAY_NAMES) ->
     return jax.tree_util.tree_map_with_path(
         keep, params, is_leaf=lambda x: isinstance(x, nnx.Variable)
     )
+
+
+# ----------------------------------------------------------------------------- per-parameter lr
+
+# Parameters below the first block: layer 0 of the layer-wise decay (with the patch embedding).
+EMBEDDING_NAMES = ("patch_embed", "cls_token", "reg_tokens", "posemb")
+
+
+def _check_lr_mults(rules: Any) -> None:
+    for rule in rules or ():
+        ok = isinstance(rule, list | tuple) and len(rule) == 2 and isinstance(rule[0], str)
+        if ok:
+            try:
+                re.compile(rule[0])
+            except re.error:
+                ok = False
+        if not ok or not (is_number(rule[1]) and rule[1] >= 0):
+            raise ValueError(f"optim.lr_mults: {rule!r} must be a (regex, multiplier >= 0) "
+                             "pair, e.g. ('head/.*', 10.0)")
+
+
+def _encoder_depth(named: list[tuple[tuple[str, ...], Any]]) -> int:
+    """Blocks in the encoder: the stacked axis of a scanned one, else the block indices."""
+    depth = 0
+    for names, leaf in named:
+        if names[:2] == ("encoder", "blocks"):
+            if len(names) > 2 and names[2].isdigit():
+                depth = max(depth, int(names[2]) + 1)
+            else:  # scan: every block parameter is stacked along axis 0
+                depth = max(depth, _shape(leaf)[0])
+    return depth
+
+
+def _shape(leaf: Any) -> tuple[int, ...]:
+    if isinstance(leaf, nnx.Variable):
+        leaf = leaf.get_value()
+    return tuple(getattr(leaf, "shape", ()))
+
+
+def lr_factors(tree: Any, layer_decay: float | None = None,
+               lr_mults: Any = ()) -> Any:
+    """The learning-rate multiplier of every parameter of ``tree`` (a float, or for a scanned
+    encoder an array broadcasting over the stacked layer axis).
+
+    Layer-wise decay (BEiT, MAE, timm's ``layer_decay``): with depth D, the patch embedding,
+    class/register tokens and position table are layer 0, block i is layer i + 1, the rest (final
+    norm, pooling, head) layer D + 1, and layer l gets ``layer_decay ** (D + 1 - l)``. ``lr_mults``
+    (big_vision's): ``(regex, multiplier)`` rules on the "/"-joined name, the first that fully
+    matches applies. Both multiply.
+    """
+    named = [(path_names(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(
+        tree, is_leaf=lambda x: isinstance(x, nnx.Variable))]
+    depth = _encoder_depth(named) if layer_decay is not None else 0
+    rules = [(re.compile(pattern), float(mult)) for pattern, mult in lr_mults or ()]
+
+    def factor(path: tuple[Any, ...], leaf: Any) -> Any:
+        names = path_names(path)
+        value: Any = 1.0
+        if layer_decay is not None:
+            if names[0] in EMBEDDING_NAMES:
+                value = layer_decay ** (depth + 1)
+            elif names[:2] == ("encoder", "blocks") and len(names) > 2 and names[2].isdigit():
+                value = layer_decay ** (depth - int(names[2]))
+            elif names[:2] == ("encoder", "blocks"):  # scanned: one factor per stacked layer
+                per_layer = layer_decay ** (depth - np.arange(depth, dtype=np.float64))
+                value = per_layer.reshape((depth,) + (1,) * (len(_shape(leaf)) - 1))
+        name = "/".join(names)
+        for pattern, mult in rules:
+            if pattern.fullmatch(name):
+                value = value * mult
+                break
+        return value
+
+    return jax.tree_util.tree_map_with_path(
+        factor, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def scale_by_lr_factors(layer_decay: float | None,
+                        lr_mults: Any) -> optax.GradientTransformation:
+    """Multiplies each parameter's update by its ``lr_factors`` (last in the chain, so weight
+    decay scales with it, as a per-group learning rate does in PyTorch/timm)."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        factors = lr_factors(updates, layer_decay, lr_mults)
+        scaled = jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors)
+        return scaled, state
+
+    return optax.GradientTransformation(init, update)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -207,6 +307,8 @@ def build_tx(cfg: Mapping[str, Any] | Any) -> optax.GradientTransformation:
         parts.append(optax.sgd(schedule, momentum=c["momentum"] or None, nesterov=c["nesterov"]))
     else:
         raise ValueError(f"Unknown optimizer {c['name']!r}; valid choices: {OPTIMIZERS}")
+    if c["layer_decay"] is not None or c["lr_mults"]:
+        parts.append(scale_by_lr_factors(c["layer_decay"], c["lr_mults"]))
     return optax.chain(*parts)
 
 
