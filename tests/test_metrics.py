@@ -149,9 +149,18 @@ def test_masked_eval_metrics():
     batch2 = metrics.eval_batch_metrics(logits[:2], jax.nn.one_hot(labels[:2], 3))
     total = batch1.merge(empty).merge(batch2)
     result = metrics.compute_eval_metrics(total)
-    assert set(result) == {"eval/loss", "eval/accuracy"}
+    assert set(result) == {"eval/loss", "eval/accuracy", "eval/top5"}
+    assert result["eval/top5"] == 1.0  # 3 classes: the true one is always in the top 5
     assert result["eval/accuracy"] == pytest.approx(4 / 5, rel=1e-6)
     assert result["eval/loss"] == pytest.approx(float((ce[:3].sum() + ce[:2].sum()) / 5), 1e-6)
+
+
+def test_top5_counts_the_true_class_among_the_five_highest_logits():
+    logits = jnp.tile(jnp.arange(7.0), (4, 1))  # class 6 ranks first, class 0 last
+    labels = jnp.array([6, 2, 1, 0])  # ranks 1, 5, 6, 7
+    out = metrics.eval_batch_metrics(logits, labels, jnp.array([1, 1, 1, 0])).compute()
+    assert float(out["top5"]) == pytest.approx(2 / 3) and float(out["accuracy"]) == \
+        pytest.approx(1 / 3)
 
 
 class Tiny(nnx.Module):

@@ -206,10 +206,12 @@ class ProgressReporter:
 
 @flax.struct.dataclass
 class EvalMetrics(clu_metrics.Collection):
-    """Mean cross-entropy and top-1 accuracy over the real (mask=1) examples."""
+    """Mean cross-entropy, top-1 and top-5 accuracy over the real (mask=1) examples (top-5 is
+    top-min(5, classes): 1.0 with 5 classes or fewer)."""
 
     loss: clu_metrics.Average.from_output("loss")
     accuracy: clu_metrics.Accuracy
+    top5: clu_metrics.Average.from_output("top5")
 
 
 def eval_batch_metrics(
@@ -227,8 +229,12 @@ def eval_batch_metrics(
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     if mask is None:
         mask = jnp.ones(labels.shape[0], bool)
+    labels = labels.astype(jnp.int32)
+    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    above = (logits > label_logit).sum(-1)  # classes ranked above the true one
+    top5 = (above < min(5, logits.shape[-1])).astype(jnp.float32)
     return EvalMetrics.single_from_model_output(
-        loss=loss, logits=logits, labels=labels.astype(jnp.int32), mask=mask
+        loss=loss, logits=logits, labels=labels, mask=mask, top5=top5
     )
 
 
