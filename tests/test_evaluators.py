@@ -2,6 +2,9 @@
 training run's state and on a model loaded from its checkpoint."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import ml_collections as mlc
 import pytest
@@ -11,6 +14,8 @@ from vit_jax import evaluators, load_model
 from vit_jax.config import validate
 from vit_jax.evaluators.classification import Classification
 from vit_jax.train import train_and_evaluate
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def with_train_eval(**changes):
@@ -51,4 +56,32 @@ def test_bad_evaluator_sections_fail_before_any_work(section, match):
     config = tiny_config()
     config.evals.bad = mlc.ConfigDict(section)
     with pytest.raises(ValueError, match=match):
+        validate(config)
+
+
+def test_one_run_evaluates_on_several_datasets(tmp_path):
+    """A section's ``data`` overrides the run's: the digits again as an image folder (the same
+    images, so the same accuracy) and few-shot on the shapes, another label set."""
+    folder = tmp_path / "digits8"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_digits_folder.py"),
+                    str(folder), "--size", "8"], check=True, capture_output=True)
+    config = tiny_config(total_steps=20)
+    config.evals.folder = mlc.ConfigDict(dict(kind="classification",
+                                              data=dict(name="folder", root=str(folder))))
+    config.evals.shapes = mlc.ConfigDict(dict(kind="fewshot", shots=(5,), seeds=1, data=dict(
+        name="shapes", shapes=dict(image_size=8, num_train=120, num_test=60),
+        pp_train="decode(1)|value_range(-1,1)|onehot(6)",
+        pp_eval="decode(1)|value_range(-1,1)|onehot(6)")))
+    final = train_and_evaluate(config, tmp_path / "run")["final"]
+    assert final["folder/accuracy"] == pytest.approx(final["eval/accuracy"], abs=1e-6)
+    assert final["folder/loss"] == pytest.approx(final["eval/loss"], rel=1e-5)
+    assert 0.0 <= final["shapes/5shot"] <= 1.0
+    config.evals.folder.data = mlc.ConfigDict(dict(name="shapes"))
+    with pytest.raises(ValueError, match=r"evals.folder.data: pp_train .* use onehot\(6\)"):
+        validate(config)
+    config.evals.folder.data = config.evals.shapes.data
+    with pytest.raises(ValueError, match="evals.folder.data has 6 classes, the model 10"):
+        validate(config)
+    config.evals.folder.data = mlc.ConfigDict(dict(nme="shapes"))
+    with pytest.raises(ValueError, match=r"config.evals.folder.data: unknown data config keys"):
         validate(config)

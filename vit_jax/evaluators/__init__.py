@@ -17,6 +17,7 @@ from ml_collections.config_dict import placeholder
 
 from vit_jax.checks import is_int
 from vit_jax.evaluators import classification, fewshot
+from vit_jax.evaluators.section import section_data
 from vit_jax.evaluators.view import ModelView
 
 KINDS = {"classification": classification, "fewshot": fewshot}
@@ -61,4 +62,5 @@ def every_steps(config: mlc.ConfigDict, name: str) -> int:
     return config.evals[name].get("every_steps") or config.eval_every_steps
 
 
-__all__ = ["KINDS", "ModelView", "build", "check", "default_evals", "every_steps"]
+__all__ = ["KINDS", "ModelView", "build", "check", "default_evals", "every_steps",
+           "section_data"]

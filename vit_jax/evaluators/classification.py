@@ -10,6 +10,7 @@ import ml_collections as mlc
 
 from vit_jax import data, metrics
 from vit_jax.checks import is_int
+from vit_jax.evaluators.section import check_data, section_data
 from vit_jax.evaluators.view import ModelView
 from vit_jax.sizes import as_pair
 
@@ -55,11 +56,23 @@ class Classification:
         return self._jitted[1]
 
 
-KEYS = ("split", "patch_size")
+KEYS = ("split", "patch_size", "data")
 
 
 def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> None:
-    """``patch_size`` (a FlexiViT model's, default: the model's own) must cut the image."""
+    """``data`` overrides (another dataset: same classes as the run's) and ``patch_size`` (a
+    FlexiViT model's, default: the model's own; it must cut the image)."""
+    check_data(config, name, section)
+    if section.get("data"):
+        ours = data.dataset_info(config.data).num_classes
+        try:
+            theirs = data.dataset_info(section_data(config, section)).num_classes
+        except data.DataError as e:
+            raise ValueError(f"config.evals.{name}.data: {e}") from e
+        if theirs != ours:
+            raise ValueError(f"config.evals.{name}.data has {theirs} classes, the model "
+                             f"{ours}: classify only data with the run's classes (use "
+                             "kind='fewshot' for another label set)")
     patch = section.get("patch_size")
     if patch is None:
         return
@@ -78,6 +91,7 @@ def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) ->
 def from_config(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> Classification:
     """The evaluator ``config.evals.<name>`` describes (defaults: the run's eval split and
     eval batch size); its metrics are named ``<name>/accuracy`` and ``<name>/loss``."""
-    return Classification(config.data, batch_size=section.get("batch_size") or
+    return Classification(section_data(config, section),
+                          batch_size=section.get("batch_size") or
                           config.eval_batch_size, split=section.get("split"),
                           prefix=f"{name}/", patch_size=section.get("patch_size"))

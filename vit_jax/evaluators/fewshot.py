@@ -8,7 +8,8 @@ features are standardised with the mean and std of the k-shot set and get a cons
 
 Config section: ``kind="fewshot"``, ``shots`` (default 1, 5, 10, 25), ``l2_reg``, ``seeds``
 (default 3), ``train_split`` (default ``train``: where the shots come from; the whole split is
-embedded once per call), ``split`` (default the eval split). Metrics: ``<name>/<k>shot``.
+embedded once per call), ``split`` (default the eval split), ``data`` (overrides of the run's
+data config: few-shot on another dataset, with its own classes). Metrics: ``<name>/<k>shot``.
 Needs a model with pre-logits (a ViT: ``return_extras``).
 """
 
@@ -24,9 +25,10 @@ import numpy as np
 
 from vit_jax import data
 from vit_jax.checks import is_int, is_number
+from vit_jax.evaluators.section import check_data, section_data
 from vit_jax.evaluators.view import ModelView
 
-KEYS = ("shots", "l2_reg", "seeds", "train_split", "split")
+KEYS = ("shots", "l2_reg", "seeds", "train_split", "split", "data")
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_L2_REG = 2.0**10
 BIAS_FEATURE = 100.0
@@ -129,7 +131,8 @@ class FewShot:
 
 
 def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> None:
-    """Shots, l2_reg and seeds: positive numbers, before any work."""
+    """Shots, l2_reg and seeds: positive numbers; ``data`` overrides valid; before any work."""
+    check_data(config, name, section)
     shots = section.get("shots", DEFAULT_SHOTS)
     if not shots or not all(is_int(k) and k >= 1 for k in shots):
         raise ValueError(f"config.evals.{name}.shots={shots!r}: a list of integers >= 1 "
@@ -143,7 +146,8 @@ def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) ->
 
 
 def from_config(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> FewShot:
-    return FewShot(config.data, batch_size=section.get("batch_size") or config.eval_batch_size,
+    return FewShot(section_data(config, section),
+                   batch_size=section.get("batch_size") or config.eval_batch_size,
                    shots=section.get("shots", DEFAULT_SHOTS),
                    l2_reg=section.get("l2_reg", DEFAULT_L2_REG),
                    seeds=section.get("seeds", 3),
