@@ -17,7 +17,10 @@ def section_data(config: mlc.ConfigDict, section: mlc.ConfigDict) -> dict:
 
 
 def check_data(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> None:
-    """A section's ``data`` overrides name valid data keys and values (before any work)."""
+    """A section's ``data`` overrides name valid data keys and values (before any work); the
+    run's own data config is validated by ``config.validate`` itself."""
+    if not section.get("data"):
+        return
     try:
         data.resolve(section_data(config, section))
     except data.DataError as e:
