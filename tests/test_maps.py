@@ -46,8 +46,9 @@ def test_the_numbers_are_those_of_the_analysis_functions(trained):
     from vit_jax import analysis, data, loading
 
     vit, _ = trained
-    batch = data.first_eval_batch(loading.load_config(vit).data, 8)
-    numbers, got = maps.measure(maps.Run("vit", vit), batch["image"], batch["label"])
+    config = loading.load_config(vit)
+    batch = data.first_eval_batch(config.data, 8)
+    numbers, got = maps.measure(maps.Run("vit", vit), config, batch["image"], batch["label"])
     model = loading.load_model(vit, verbose=False)
     sim = analysis.position_similarity(analysis.patch_position_table(model))
     assert numbers["position_locality"] == pytest.approx(analysis.position_locality(sim))

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import ml_collections as mlc
 import numpy as np
 
 from vit_jax import analysis, cli, data, loading, paths
@@ -63,18 +64,20 @@ def runs_in(workdir: str | Path) -> list[Run]:
                      "workdir (no results.json)")
 
 
-def measure(run: Run, images: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
-    """(numbers, maps) of one run on ``images``: see the module docstring."""
-    config = loading.load_config(run.path)
+def measure(run: Run, config: mlc.ConfigDict, images: np.ndarray,
+            labels: np.ndarray) -> tuple[dict, dict]:
+    """(numbers, maps) of one run (``config``: its saved config) on ``images``: see the module
+    docstring."""
     model = loading.load_model(run.path, verbose=False)
     numbers = {"name": run.name, "group": run.group, "seed": run.seed, "status": "done",
                "model": config.model.variant}
-    maps = {"saliency": analysis.input_saliency(model, images, labels),
-            "prediction": np.asarray(model(images)).argmax(-1)}
+    maps = {"saliency": analysis.input_saliency(model, images, labels)}
     if not hasattr(model, "posemb"):  # a CNN: no attention, no position table
+        maps["prediction"] = np.asarray(model(images)).argmax(-1)
         return numbers, maps
     numbers["posemb"] = model.posemb.kind
-    _, extras = model(images, return_attention=True)
+    logits, extras = model(images, return_attention=True)
+    maps["prediction"] = np.asarray(logits).argmax(-1)
     attention = np.asarray(extras["attention"], np.float64)
     entropy = analysis.attention_entropy(attention)
     numbers.update(attn_entropy_first=float(entropy[0]), attn_entropy_last=float(entropy[-1]))
@@ -254,9 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             first_seed.setdefault(run.group, run)
     records, figures = [], []
     for i, run in enumerate(runs, 1):
-        batch = data.first_eval_batch(loading.load_config(run.path).data, IMAGES)
+        config = loading.load_config(run.path)
+        batch = data.first_eval_batch(config.data, IMAGES)
         images, labels = batch["image"], batch["label"]
-        numbers, maps = measure(run, images, labels)
+        numbers, maps = measure(run, config, images, labels)
         records.append(numbers)
         drawn = run.group is None or first_seed[run.group] is run
         if drawn:
