@@ -154,6 +154,23 @@ def test_partition_specs_follow_rules():
     assert sharding.param_partition_specs(state)[0]["head"]["kernel"] == P("fsdp", "tensor")
 
 
+def test_weight_average_is_sharded_like_the_params():
+    def create_with_average():
+        model, _ = create()
+        tx = optim.build_tx(dict(name="adamw", lr=LR, total_steps=10, ema_decay=0.99))
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    mesh = sharding.make_mesh(dict(fsdp=4, tensor=2))
+    specs = sharding.param_partition_specs(nnx.state(nnx.eval_shape(create_with_average)), mesh)
+    average = specs[1]["opt_state"][1]["ema_params"]
+    block, params_block = average["encoder"]["blocks"][0], specs[0]["encoder"]["blocks"][0]
+    assert block["mlp"]["fc1"]["kernel"] == P("fsdp", "tensor")
+    assert block["attn"]["out"]["kernel"] == params_block["attn"]["out"]["kernel"] == \
+        P("tensor", None, "fsdp")
+    assert average["head"]["kernel"] == specs[0]["head"]["kernel"] == P("fsdp", "tensor")
+    assert specs[1]["opt_state"][1]["ema_count"] == P()
+
+
 def test_scan_layer_axis_is_replicated():
     mesh = sharding.make_mesh(dict(fsdp=4, tensor=2))
     specs = sharding.param_partition_specs(nnx.state(nnx.eval_shape(lambda: create(True))), mesh)

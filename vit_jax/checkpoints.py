@@ -33,12 +33,13 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
-from vit_jax import integrity
+from vit_jax import ema, integrity
 from vit_jax.logs import drop_messages, drop_unraisable
 from vit_jax.paths import absolute
 from vit_jax.tree import path_names
 
 _CKPT_SUBDIR = "checkpoints"
+WEIGHTS = ("raw", "ema")  # what read_model loads: the trained parameters or their average
 UNUSABLE_SUFFIX = ".unusable"  # a damaged step passed over on resume, kept for a post-mortem
 
 
@@ -450,15 +451,18 @@ def read_config(path: str | Path, step: int | None = None) -> dict[str, Any]:
     return out["config"] or {}
 
 
-def read_model(path: str | Path, step: int | None = None, *,
-               verify: bool = True) -> tuple[dict, dict, str]:
+def read_model(path: str | Path, step: int | None = None, *, verify: bool = True,
+               weights: str = "raw") -> tuple[dict, dict, str]:
     """(the model state as a nested dict of arrays, the saved config, a description) of a
-    step, without the optimizer state; ``verify`` checks the step's files first
-    (``CheckpointCorruptError`` naming the damage and the other steps).
+    step; ``verify`` checks the step's files first (``CheckpointCorruptError`` naming the
+    damage and the other steps). ``weights="ema"``: the parameters are the run's weight
+    average (``optim.ema_decay``), read from the optimizer state; "raw" never reads it.
 
     The arrays land on this process's first device whatever mesh wrote them: the restore
     target comes from the saved array metadata, so no model needs building first.
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r}; valid: {', '.join(WEIGHTS)}")
     directory, step = locate(path, step)
     reason = integrity.check(directory / str(step)) if verify else None
     if reason is not None:
@@ -466,12 +470,29 @@ def read_model(path: str | Path, step: int | None = None, *,
         raise CheckpointCorruptError(
             f"{directory / str(step)} is damaged: {reason}. Other steps there: {others} "
             "(load one with step=N), or pass verify=False to read it anyway")
-    meta = ocp.StandardCheckpointHandler().metadata(directory / str(step) / "model")
+    items = ("model", "opt") if weights == "ema" else ("model",)
+    handlers = {item: ocp.StandardCheckpointHandler() for item in items}
+    args = {item: ocp.args.StandardRestore(_saved_layout(directory / str(step) / item))
+            for item in items}
+    with _read_only(directory, **handlers, config=ocp.JsonCheckpointHandler()) as manager:
+        out = manager.restore(step, args=ocp.args.Composite(**args,
+                                                            config=ocp.args.JsonRestore()))
+    description = f"{directory.parent} (step {step})"
+    model = out["model"]
+    if weights == "ema":
+        average = ema.find(out["opt"])
+        if average is None:
+            raise ValueError(f"{description} keeps no weight average (trained without "
+                             "optim.ema_decay); load weights='raw'")
+        model = ema.overlay(model, average)
+        description += ", weight average"
+    return model, out["config"] or {}, description
+
+
+def _saved_layout(item: Path) -> Any:
+    """Restore target of a saved item: its arrays' shapes and dtypes, on this process's first
+    device."""
+    meta = ocp.StandardCheckpointHandler().metadata(item)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          getattr(meta, "tree", meta))
-    handlers = dict(model=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler())
-    with _read_only(directory, **handlers) as manager:
-        out = manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
-    return out["model"], out["config"] or {}, f"{directory.parent} (step {step})"
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        getattr(meta, "tree", meta))

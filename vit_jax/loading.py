@@ -69,7 +69,7 @@ class Source:
 
 def load_model(path: str | Path, *, step: int | None = None, image_size=None, patch_size=None,
                num_classes: int | None = None, verbose: bool = True, verify: bool = True,
-               **model_overrides) -> nnx.Module:
+               weights: str = "raw", **model_overrides) -> nnx.Module:
     """The model stored at ``path``, ready to call, optionally adapted for transfer.
 
     ``step``: a workdir's checkpoint step (default: the latest). ``image_size``/``patch_size``
@@ -83,10 +83,12 @@ def load_model(path: str | Path, *, step: int | None = None, image_size=None, pa
     ``verbose``: print what was loaded and every change (``load_with_summary`` returns it).
     ``verify``: check a training checkpoint's files against their integrity record first
     (a damaged step is an error naming the damage and the other steps).
+    ``weights="ema"``: a training run's weight average (``optim.ema_decay``) instead of its
+    trained parameters.
     """
     model, summary = load_with_summary(path, step=step, image_size=image_size,
                                        patch_size=patch_size, num_classes=num_classes,
-                                       verify=verify, **model_overrides)
+                                       verify=verify, weights=weights, **model_overrides)
     if verbose:
         log("\n  ".join(summary))
     return model
@@ -94,12 +96,13 @@ def load_model(path: str | Path, *, step: int | None = None, image_size=None, pa
 
 def load_with_summary(path: str | Path, *, step: int | None = None, image_size=None,
                       patch_size=None, num_classes: int | None = None, verify: bool = True,
+                      weights: str = "raw",
                       **model_overrides) -> tuple[nnx.Module, list[str]]:
     """``load_model`` without printing: (model, [header line, one line per change])."""
     path = resolve(path)
     foreign = _is_foreign(path)
     hints = {k: model_overrides.pop(k) for k in IMPORT_HINTS if foreign and k in model_overrides}
-    source = read_checkpoint(path, step=step, verify=verify, **hints)
+    source = read_checkpoint(path, step=step, verify=verify, weights=weights, **hints)
     model = _build(source, model_overrides)
     model, changes = adapt(model, image_size=image_size, patch_size=patch_size,
                            num_classes=num_classes)
@@ -110,13 +113,16 @@ def load_with_summary(path: str | Path, *, step: int | None = None, image_size=N
 
 
 def read_checkpoint(path: str | Path, *, step: int | None = None, verify: bool = True,
-                    **hints) -> Source:
+                    weights: str = "raw", **hints) -> Source:
     """The architecture and parameters at ``path`` (any source the module docstring lists)."""
     path = resolve(path)
     kind = convert.file_kind(path)
     if kind is not None:
         if step is not None:
             raise ValueError(f"step={step} applies to training workdirs, not to {path.name}")
+        if weights != "raw":
+            raise ValueError(f"weights={weights!r} applies to training workdirs (a run's "
+                             f"weight average), not to {path.name}")
         if not path.is_file():
             raise CheckpointNotFoundError(f"no checkpoint file {path}")
         if not _is_foreign(path):
@@ -127,7 +133,7 @@ def read_checkpoint(path: str | Path, *, step: int | None = None, verify: bool =
         return Source(f"{path} ({family})", config, params)
     if hints:
         raise ValueError(f"{sorted(hints)} help read Google/timm files; {path} is a workdir")
-    return _read_workdir(path, step, verify)
+    return _read_workdir(path, step, verify, weights)
 
 
 def resolve(path: str | Path) -> Path:
@@ -156,8 +162,9 @@ def load_config(path: str | Path, step: int | None = None) -> mlc.ConfigDict:
     return mlc.ConfigDict(checkpoints.read_config(path, step))
 
 
-def _read_workdir(path: Path, step: int | None, verify: bool) -> Source:
-    state, saved, description = checkpoints.read_model(path, step, verify=verify)
+def _read_workdir(path: Path, step: int | None, verify: bool, weights: str) -> Source:
+    state, saved, description = checkpoints.read_model(path, step, verify=verify,
+                                                       weights=weights)
     if "model" not in saved:
         raise ValueError(f"{description} has no model config (saved by an old version?); "
                          "rebuild the model yourself and use Checkpointer.restore")

@@ -6,7 +6,8 @@ One config dict describes the whole update rule, e.g.::
          schedule="cosine", warmup_steps=500, total_steps=10_000, end_lr_factor=0.0,
          grad_clip_norm=1.0, grad_accum_steps=1)
 
-`build_tx` turns it into one optax transformation (clip -> decay -> optimizer -> lr);
+`build_tx` turns it into one optax transformation (clip -> decay -> optimizer -> lr factors
+-> weight average);
 `build_schedule` is exposed separately so the train loop can log the learning rate;
 `accumulate_gradients` is called by the train step when ``grad_accum_steps > 1``.
 """
@@ -25,6 +26,7 @@ import optax
 from flax import nnx
 
 from vit_jax.checks import is_int, is_number
+from vit_jax.ema import ema_transform
 from vit_jax.tree import path_names
 
 # Parameters whose path contains one of these names are never weight-decayed: they are
@@ -55,13 +57,14 @@ DEFAULTS: dict[str, Any] = dict(
     mu_dtype=None,  # adamw's first moment: None = the parameters' (float32), or "bfloat16"
     layer_decay=None,  # fine-tuning: lr x layer_decay^(layers above), see lr_factors
     lr_mults=(),  # ((regex, multiplier), ...) on parameter names; the first full match wins
+    ema_decay=None,  # an average of the weights kept beside them (vit_jax.ema), e.g. 0.9999
 )
 # Adam's first moment can be stored in bf16 at no measurable cost in quality (big_vision's
 # ``mu_dtype``), saving a quarter of the optimizer state; the second moment stays float32.
 MU_DTYPES = (None, "float32", "bfloat16")
 # The type of each option whose default is None (None = "off" or "the run's length").
 OPTIONAL_TYPES: dict[str, type] = dict(total_steps=int, grad_clip_norm=float, mu_dtype=str,
-                                       layer_decay=float)
+                                       layer_decay=float, ema_decay=float)
 
 # Valid ranges of the numeric options: (low, high, brackets, what it means).
 RANGES: dict[str, tuple[float, float, str, str]] = dict(
@@ -79,6 +82,7 @@ RANGES: dict[str, tuple[float, float, str, str]] = dict(
     grad_clip_norm=(0, math.inf, "()", "None = no clipping"),
     grad_accum_steps=(1, math.inf, "[)", "micro-batches per step"),
     layer_decay=(0, 1, "(]", "None = off; e.g. 0.75 (BEiT/MAE fine-tuning)"),
+    ema_decay=(0, 1, "()", "None = off; e.g. 0.9999, the weight of the old average per step"),
 )
 INTEGER_KEYS = ("warmup_steps", "total_steps", "cooldown_steps", "grad_accum_steps")
 
@@ -282,7 +286,8 @@ def build_schedule(cfg: Mapping[str, Any] | Any) -> optax.Schedule:
 
 
 def build_tx(cfg: Mapping[str, Any] | Any) -> optax.GradientTransformation:
-    """The full update rule: global-norm clip -> (masked) weight decay -> adamw/sgd.
+    """The full update rule: global-norm clip -> (masked) weight decay -> adamw/sgd
+    (-> per-parameter lr factors -> the weight average, when configured).
 
     AdamW decay follows optax/PyTorch (decoupled, scaled by the current lr); SGD decay is
     the classic coupled L2 term added to the gradient before momentum.
@@ -309,6 +314,8 @@ def build_tx(cfg: Mapping[str, Any] | Any) -> optax.GradientTransformation:
         raise ValueError(f"Unknown optimizer {c['name']!r}; valid choices: {OPTIMIZERS}")
     if c["layer_decay"] is not None or c["lr_mults"]:
         parts.append(scale_by_lr_factors(c["layer_decay"], c["lr_mults"]))
+    if c["ema_decay"] is not None:  # last: it averages the parameters after the final update
+        parts.append(ema_transform(float(c["ema_decay"])))
     return optax.chain(*parts)
 
 

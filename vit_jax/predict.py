@@ -5,7 +5,8 @@
     predict(["digit.png", pil_image, uint8_array])       # per image: [Prediction, ...]
     # -> [[Prediction(label=7, name='7', probability=0.98), ...], ...]
 
-    python -m vit_jax.predict --workdir=runs/quickstart [--step=N] [--top_k=K] IMAGE...
+    python -m vit_jax.predict --workdir=runs/quickstart [--step=N] [--top_k=K] [--weights=ema] \
+        IMAGE...
     # one line per image:  digit.png: 7 (0.98), 1 (0.01), ...
 
 The preprocessing is the run's ``config.data.pp_eval`` as saved with the checkpoint, built by the
@@ -180,16 +181,17 @@ def class_names(data_config: Any) -> tuple[str, ...] | None:
 
 
 def load_predictor(workdir: str | os.PathLike, *, step: int | None = None, top_k: int = 5,
-                   batch_size: int = 64) -> Predictor:
+                   batch_size: int = 64, weights: str = "raw") -> Predictor:
     """A ``Predictor`` for a training workdir (or one of its ``checkpoints/<step>``
-    directories) at ``step`` (default: the latest), with the eval pp saved in its checkpoint."""
+    directories) at ``step`` (default: the latest), with the eval pp saved in its checkpoint;
+    ``weights="ema"``: the run's weight average (``optim.ema_decay``)."""
     path, step = _checkpoint(workdir, step)  # the model and the config of one step
     config = loading.load_config(path, step)
     if "data" not in config or "pp_eval" not in config.data:
         raise ValueError(f"{path} (step {step}) was saved without a data config, so its eval "
                          "preprocessing is unknown; use load_model and your own preprocessing")
     pp = eval_pp(config.data.pp_eval)
-    model = loading.load_model(path, step=step, verbose=False)
+    model = loading.load_model(path, step=step, verbose=False, weights=weights)
     return Predictor(model, pp, class_names(config.data), top_k=top_k, batch_size=batch_size)
 
 
@@ -212,6 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="a training workdir (or checkpoints/<step>)")
     p.add_argument("--step", type=int, help="the checkpoint step (default: the latest)")
     p.add_argument("--top_k", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--weights", choices=checkpoints.WEIGHTS, default="raw",
+                   help="the trained parameters (raw, default) or the run's weight average "
+                        "(ema; a run trained with optim.ema_decay)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     return p
 
@@ -232,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             cli.print_error(str(error))
         return 2
     try:
-        predictions = load_predictor(args.workdir, step=args.step, top_k=args.top_k)(args.images)
+        predictions = load_predictor(args.workdir, step=args.step, top_k=args.top_k,
+                                     weights=args.weights)(args.images)
     except ValueError as e:
         cli.print_error(str(e))
         return 2

@@ -21,7 +21,7 @@ import ml_collections as mlc
 import numpy as np
 from flax import nnx
 
-from vit_jax import data, evaluators, metrics, sharding, train_state
+from vit_jax import data, ema, evaluators, metrics, sharding, train_state
 from vit_jax.checkpoints import UNUSABLE_SUFFIX, CheckpointCorruptError, Checkpointer
 from vit_jax.config import validate
 from vit_jax.loading import init_from_pretrained
@@ -85,11 +85,19 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         evals = evaluators.build(config)  # each opens its data once, for the whole run
 
         def evaluate(state, step: int | None = None) -> dict:
-            """The evaluators due at ``step`` (all of them when None), metrics merged."""
+            """The evaluators due at ``step`` (all of them when None), metrics merged; with
+            ``optim.ema_decay``, each again on the weight average (``<name>_ema/...``)."""
             view = evaluators.ModelView(graphdef, state, mesh, state_shardings)
-            return {k: v for name, run in evals.items()
-                    if step is None or step % evaluators.every_steps(config, name) == 0
-                    for k, v in run(view).items()}
+            ema_state = ema.with_ema_weights(state)
+            ema_view = ema_state and evaluators.ModelView(graphdef, ema_state, mesh,
+                                                          state_shardings)
+            out = {}
+            for name, run in evals.items():
+                if step is None or step % evaluators.every_steps(config, name) == 0:
+                    out.update(run(view))
+                    if ema_view is not None:
+                        out.update(ema.rename(run(ema_view), name))
+            return out
 
         if start_step >= total_steps:  # complete, but its final eval was never recorded
             results["final"] = {"step": start_step, **evaluate(state)}
