@@ -15,16 +15,15 @@ Needs a model with pre-logits (a ViT: ``return_extras``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import ml_collections as mlc
 import numpy as np
 
 from vit_jax import data
 from vit_jax.checks import is_int, is_number
+from vit_jax.evaluators.features import SplitFeatures, standardise
 from vit_jax.evaluators.section import check_data, section_data
 from vit_jax.evaluators.view import ModelView
 
@@ -49,16 +48,12 @@ def fewshot_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
                      test_y: np.ndarray, num_classes: int, l2_reg: float) -> float:
     """Top-1 accuracy on (test_x, test_y) of the ridge classifier fitted on (train_x, train_y)
     after standardising with the training features' statistics and adding the bias feature."""
-    mean = train_x.mean(0, keepdims=True)
-    std = train_x.std(0, keepdims=True) + 1e-5
-
-    def features(x):
-        z = (np.asarray(x, np.float64) - mean) / std
-        return np.pad(z, ((0, 0), (0, 1)), constant_values=BIAS_FEATURE)
-
+    train_z, test_z = (np.pad(z, ((0, 0), (0, 1)), constant_values=BIAS_FEATURE)
+                       for z in standardise(np.asarray(train_x, np.float64),
+                                            np.asarray(test_x, np.float64)))
     targets = 2.0 * np.eye(num_classes)[train_y] - 1.0
-    w = fit_ridge(features(train_x), targets, l2_reg)
-    return float(np.mean((features(test_x) @ w).argmax(1) == test_y))
+    w = fit_ridge(train_z, targets, l2_reg)
+    return float(np.mean((test_z @ w).argmax(1) == test_y))
 
 
 def shot_indices(labels: np.ndarray, num_classes: int, shots: int, seed: int) -> np.ndarray:
@@ -78,23 +73,13 @@ class FewShot:
         cfg = data.resolve(data_config)
         self.num_classes = data.dataset_info(cfg).num_classes
         self.shots, self.l2_reg, self.seeds, self.prefix = tuple(shots), l2_reg, seeds, prefix
-        per_process = batch_size // jax.process_count()
-
-        def loader(split_name: str):
-            # the eval pipeline over that split: every example once, in order, no augmentation
-            return data.build_eval_iterator(
-                dataclasses.replace(cfg, eval_split=split_name), batch_size=per_process,
-                process_index=jax.process_index(), process_count=jax.process_count())
-
-        self._train = loader(train_split)
-        self._test = loader(split or cfg.eval_split)
-        self._starts = (self._train.get_state(), self._test.get_state())
-        self._jitted: tuple[Any, Any] | None = None
+        self._train, self._test = (SplitFeatures(cfg, name, batch_size=batch_size,
+                                                 evaluator="few-shot")
+                                   for name in (train_split, split or cfg.eval_split))
 
     def __call__(self, view: ModelView) -> dict[str, float]:
-        step = self._step(view)
-        train_x, train_y = self._embed(step, view, self._train, self._starts[0])
-        test_x, test_y = self._embed(step, view, self._test, self._starts[1])
+        train_x, train_y = self._train(view)
+        test_x, test_y = self._test(view)
         out = {}
         for k in self.shots:
             accuracies = []
@@ -104,30 +89,6 @@ class FewShot:
                                                    self.num_classes, self.l2_reg))
             out[f"{self.prefix}{k}shot"] = float(np.mean(accuracies))
         return out
-
-    def _embed(self, step, view: ModelView, loader, start) -> tuple[np.ndarray, np.ndarray]:
-        """Pre-logits and labels of a whole split (padding rows dropped)."""
-        loader.set_state(start)
-        feats, labels = [], []
-        for batch in loader:
-            x, y, mask = jax.device_get(step(view.state, view.put(batch)))
-            keep = np.asarray(mask, bool)
-            feats.append(np.asarray(x, np.float64)[keep])
-            labels.append(np.asarray(y)[keep])
-        loader.close()
-        return np.concatenate(feats), np.concatenate(labels)
-
-    def _step(self, view: ModelView):
-        if self._jitted is None or self._jitted[0] != view.key:
-            def representation(state, batch):
-                out = view.model(state)(batch["image"], train=False, return_extras=True)
-                if not isinstance(out, tuple):
-                    raise ValueError("few-shot evaluation needs a model with pre-logits (a "
-                                     "ViT); this model returns logits only")
-                return out[1]["pre_logits"], batch["label"], batch["mask"]
-
-            self._jitted = (view.key, view.jit(representation))
-        return self._jitted[1]
 
 
 def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) -> None:
