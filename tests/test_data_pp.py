@@ -70,6 +70,22 @@ def test_crops(example):
     assert run("decode|resize_small(10)", ex)["image"].shape == (10, 15, 3)
 
 
+def test_inception_crop_windows_keep_to_their_area_and_aspect_ranges():
+    from vit_jax.data.ops_image import InceptionCrop
+
+    wide = InceptionCrop(8, area_min=20, area_max=40, aspect_min=1.9, aspect_max=2.1)
+    for seed in range(50):
+        top, left, h, w = wide._window(200, 300, np.random.default_rng(seed))
+        assert 0.18 <= h * w / 60000 <= 0.42 and 1.8 <= w / h <= 2.2
+        assert 0 <= top <= 200 - h and 0 <= left <= 300 - w
+    whole = InceptionCrop(8, area_min=100, aspect_min=1.0, aspect_max=1.0)
+    assert whole._window(50, 50, np.random.default_rng(0)) == (0, 0, 50, 50)
+    # nothing fits a 4:1 strip at aspect 1: the fallback is the central square
+    assert whole._window(10, 40, np.random.default_rng(0)) == (0, 15, 10, 10)
+    with pytest.raises(data.DataError, match=r"need 0 < aspect_min <= aspect_max"):
+        data.build_pp("inception_crop(8, aspect_min=2, aspect_max=1)")
+
+
 def test_flip_lr(example):
     ex, image = example
     np.testing.assert_array_equal(run("decode|flip_lr(p=1.0)", ex)["image"], image[:, ::-1])

@@ -198,22 +198,31 @@ class RandomCrop:
 
 @register("inception_crop")
 class InceptionCrop:
-    """Random-resized crop: area in [area_min, area_max] % of the image, aspect in [3/4, 4/3].
+    """Random-resized crop: area in [area_min, area_max] % of the image, aspect ratio (w/h) in
+    [aspect_min, aspect_max], then resized to `size`.
 
-    As in Inception / torchvision's RandomResizedCrop: 10 tries, then the central crop of the
-    largest fitting aspect ratio; the crop is then resized to `size`.
+    The ranges are big_vision's (``inception_crop``: area 5-100%, TensorFlow's
+    ``sample_distorted_bounding_box`` aspect range 3/4-4/3); timm/torchvision's
+    ``RandomResizedCrop`` takes area 8-100% (``area_min=8``). The sampling is torchvision's:
+    area uniform, aspect ratio log-uniform, 10 tries, then the central crop of the largest
+    fitting aspect ratio (TensorFlow falls back to the whole image after 100 tries).
     """
 
     random = True
 
-    def __init__(self, size, area_min: float = 5, area_max: float = 100, method: str = "bilinear"):
+    def __init__(self, size, area_min: float = 5, area_max: float = 100, method: str = "bilinear",
+                 aspect_min: float = 3 / 4, aspect_max: float = 4 / 3):
         self.hw = _hw(size, "inception_crop")
         if not 0 < area_min <= area_max <= 100:
             raise ValueError(
                 f"inception_crop: need 0 < area_min <= area_max <= 100 (percent), "
                 f"got {area_min}, {area_max}"
             )
+        if not 0 < aspect_min <= aspect_max:
+            raise ValueError(f"inception_crop: need 0 < aspect_min <= aspect_max (width / "
+                             f"height), got {aspect_min}, {aspect_max}")
         self.area = (area_min / 100, area_max / 100)
+        self.aspect = (aspect_min, aspect_max)
         self.method = _method(method, "inception_crop")
 
     def __call__(self, example, rng):
@@ -223,7 +232,7 @@ class InceptionCrop:
         return {**example, "image": resize_image(crop, self.hw, self.method)}
 
     def _window(self, height: int, width: int, rng: np.random.Generator):
-        log_ratio = (math.log(3 / 4), math.log(4 / 3))
+        log_ratio = (math.log(self.aspect[0]), math.log(self.aspect[1]))
         for _ in range(10):
             area = height * width * rng.uniform(*self.area)
             ratio = math.exp(rng.uniform(*log_ratio))
@@ -234,10 +243,10 @@ class InceptionCrop:
                 left = int(rng.integers(0, width - w + 1))
                 return top, left, h, w
         ratio = width / height
-        if ratio < 3 / 4:
-            w, h = width, round(width / (3 / 4))
-        elif ratio > 4 / 3:
-            h, w = height, round(height * (4 / 3))
+        if ratio < self.aspect[0]:
+            w, h = width, round(width / self.aspect[0])
+        elif ratio > self.aspect[1]:
+            h, w = height, round(height * self.aspect[1])
         else:
             h, w = height, width
         return (height - h) // 2, (width - w) // 2, h, w
