@@ -38,6 +38,8 @@ from vit_jax.runtime import host_info
 
 REPO = Path(__file__).resolve().parents[1]
 PP = "decode|inception_crop(224)|flip_lr|value_range(-1,1)"
+# big_vision's S/16 recipe (configs/recipes/vit_s16_i1k.py) adds RandAugment to the same chain
+PP_RANDAUG = "decode|inception_crop(224)|flip_lr|randaug(2, 10)|value_range(-1,1)"
 SIZE = (500, 375)  # (width, height): the most common ImageNet photo size
 TARGET_PER_CORE = 400
 
@@ -88,13 +90,13 @@ def pin_to_one_core() -> int:
 # ----------------------------------------------------------------------------- workers
 
 
-def ours_per_core(root: str, rounds: int, pin: bool = False) -> dict:
-    """Images/s of vit_jax's pp ops in this process (no workers); ``pin``: first restrict the
-    process to one core, as the benchmark's worker processes do."""
+def ours_per_core(root: str, rounds: int, pin: bool = False, spec: str = PP) -> dict:
+    """Images/s of vit_jax's pp ops ``spec`` in this process (no workers); ``pin``: first
+    restrict the process to one core, as the benchmark's worker processes do."""
     core = pin_to_one_core() if pin else None
     from vit_jax.data import pp
 
-    fn = pp.build(PP)
+    fn = pp.build(spec)
     data = [p.read_bytes() for p in files(Path(root))]
     rng = np.random.default_rng(0)
     for raw in data[:20]:
@@ -182,8 +184,11 @@ def measure(images: int, rounds: int, peers: bool, workers: int) -> dict:
     result = {"pp": PP, "data": synthesize(root, images), "cores": len(os.sched_getaffinity(0)),
               "cpu": host_info().get("cpu", "?")}
     log(f"mean file {result['data']['mean_kb']:.0f} KB")
-    single = {"vit_jax": [sys.executable, "-m", "benchmarks.input_pipeline", "--worker",
-                          json.dumps({"root": str(root), "rounds": 1})]}
+    def ours(spec: str) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.input_pipeline", "--worker",
+                json.dumps({"root": str(root), "rounds": 1, "spec": spec})]
+
+    single = {"vit_jax": ours(PP), "vit_jax_randaug": ours(PP_RANDAUG)}
     peer = None
     if peers:
         from benchmarks.duel import peers_python
@@ -217,6 +222,10 @@ def report(r: dict, gpu_img_s: float | None) -> str:
              "Written by `python -m benchmarks.input_pipeline`.", "",
              "| pipeline | images/s per core | vs vit_jax |", "|---|---|---|",
              f"| vit_jax pp ops, one core | **{ours:.0f}** | 1.00× |"]
+    ra = r.get("vit_jax_randaug", {})
+    if "img_s_per_core" in ra:
+        lines.append(f"| vit_jax pp ops + `randaug(2, 10)` (the S/16 recipe's), one core | "
+                     f"{ra['img_s_per_core']:.0f} | {ra['img_s_per_core'] / ours:.2f}× |")
     tv = r.get("torchvision", {})
     if "img_s_per_core" in tv:
         lines.append(f"| torchvision (PIL decode, RandomResizedCrop, flip, ToTensor, Normalize), "

@@ -4,7 +4,8 @@
       --config.data.data_dir=/path/to/tensorflow_datasets --config.mesh.fsdp=8
 
 Needs `imagenet2012` prepared by TFDS in `data_dir` (nothing is downloaded). big_vision's recipe:
-batch 4096, 90 or 300 epochs, AdamW lr 1e-3 with decoupled wd 1e-4, 10k warmup steps, cosine,
+batch 4096, 90 or 300 epochs, AdamW lr 1e-3 with decoupled wd 1e-4 (per step: optax's
+``weight_decay`` is multiplied by the lr, so it is 0.1 here), 10k warmup steps, cosine,
 global-norm clip 1.0, sincos2d posemb, global average pooling, inception crop + flip, mixup 0.2.
 With fewer accelerators keep the global batch and raise `--config.optim.grad_accum_steps`.
 """
@@ -28,7 +29,8 @@ def get_config(arg: str | None = None):
     c.data.workers = 8
     c.model = model_config(variant, image_size=224, pool="gap", class_token=False,
                            posemb="sincos2d", scan=True, remat_policy="dots_no_batch")
-    c.optim.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=1e-4,
+    # big_vision's wd=1e-4 decays by wd x schedule per step; optax's AdamW by lr x weight_decay
+    c.optim.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.1,
                    schedule="cosine", warmup_steps=10_000, grad_clip_norm=1.0)
     c.eval_every_steps = 1000
     c.checkpoint_every_steps = 1000

@@ -1,0 +1,109 @@
+"""The published recipes (configs/recipes/): their hyperparameters as published, and each run
+for a few steps at full size on a mock imagenet2012 with the real dataset's features and splits."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import tiny_config
+from vit_jax import params as params_lib
+from vit_jax.config import load_config_file
+from vit_jax.data.mock_imagenet import write_mock_imagenet
+from vit_jax.models import create_model
+from vit_jax.train import train_and_evaluate
+
+RECIPES = Path(__file__).parent.parent / "configs" / "recipes"
+
+
+@pytest.fixture(scope="module")
+def imagenet_dir(tmp_path_factory):
+    """200 train images (train[99%:] = 2 of them), 16 validation, small JPEGs."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    write_mock_imagenet(data_dir, train=200, validation=16, sizes=(40, 96))
+    return str(data_dir)
+
+
+def recipe(name, arg=None):
+    return load_config_file(RECIPES / f"{name}.py", arg)
+
+
+def shrink_run(config, data_dir, steps=3):
+    """A few steps at the recipe's model, image size and pp, on the mock, with small batches."""
+    config.data.update(data_dir=data_dir, workers=0)
+    config.batch_size = config.eval_batch_size = 8
+    config.total_steps = steps
+    config.optim.update(warmup_steps=1, total_steps=None)
+    config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
+    return config
+
+
+def test_every_recipe_is_tested():
+    assert {p.stem for p in RECIPES.glob("*.py")} == {"vit_s16_i1k", "finetune_384"}
+    for path in RECIPES.glob("*.py"):
+        assert f"python -m vit_jax.main --config=configs/recipes/{path.stem}.py" in \
+            path.read_text()
+
+
+@pytest.mark.parametrize("epochs, steps", [("90", 111_476), ("150", 185_794), ("300", 371_588)])
+def test_vit_s16_i1k_is_big_visions_recipe(epochs, steps):
+    c = recipe("vit_s16_i1k", epochs)
+    assert c.total_steps == steps and c.batch_size == 1024  # epochs x 1,268,355 / 1024
+    assert c.data.train_split == "train[:99%]" and c.data.mixup_alpha == 0.2
+    assert c.data.pp_train.startswith("decode|inception_crop(224)|flip_lr|randaug(2, 10)|")
+    assert c.data.pp_eval.startswith("decode|resize_small(256)|central_crop(224)|")
+    m = c.model
+    assert (m.variant, m.pool, m.posemb, m.class_token, m.representation_size,
+            m.head_zero_init) == ("S/16", "gap", "sincos2d", False, 384, True)
+    o = c.optim
+    assert (o.name, o.lr, o.b1, o.b2, o.mu_dtype, o.schedule, o.warmup_steps,
+            o.grad_clip_norm) == ("adamw", 1e-3, 0.9, 0.999, "bfloat16", "cosine", 10_000, 1.0)
+    assert o.lr * o.weight_decay == pytest.approx(1e-4)  # big_vision's per-step decay
+    assert set(c.evals) == {"eval", "minival", "train_eval"} and c.eval_every_steps == 2500
+
+
+def test_finetune_384_is_the_original_recipe_and_needs_a_checkpoint():
+    c = recipe("finetune_384", "ckpt.npz")
+    assert (c.init_from, c.model.variant, c.model.image_size, c.batch_size, c.total_steps) == \
+        ("ckpt.npz", "B/16", 384, 512, 20_000)
+    o = c.optim
+    assert (o.name, o.momentum, o.lr, o.weight_decay, o.warmup_steps, o.grad_clip_norm) == \
+        ("sgd", 0.9, 0.03, 0.0, 500, 1.0)
+    assert recipe("finetune_384", "ckpt.npz,L/16").model.variant == "L/16"
+    with pytest.raises(ValueError, match=r"needs the checkpoint to fine-tune: --config=configs/"
+                       r"recipes/finetune_384\.py:CHECKPOINT\[,VARIANT\]"):
+        recipe("finetune_384")
+
+
+def test_vit_s16_i1k_runs_at_full_size_on_mock_imagenet(imagenet_dir, tmp_path):
+    results = train_and_evaluate(shrink_run(recipe("vit_s16_i1k"), imagenet_dir), tmp_path)
+    final = results["final"]
+    assert {"eval/accuracy", "eval/top5", "minival/accuracy", "train_eval/accuracy"} <= set(final)
+    # timm's S/16 (22,050,664) - class token - learned positions + the 384x384 pre-logits
+    assert "Total: 22,122,472" in (tmp_path / "parameters.txt").read_text()
+
+
+def test_finetune_384_runs_from_a_224_checkpoint_on_mock_imagenet(imagenet_dir, tmp_path, capsys):
+    pretrained = create_model("Ti/16", num_classes=21, image_size=224)
+    path = params_lib.save_npz(tmp_path / "ti16_i21k.npz", params_lib.architecture(pretrained),
+                               params_lib.flat_params(pretrained))
+    config = shrink_run(recipe("finetune_384", f"{path},Ti/16"), imagenet_dir, steps=2)
+    results = train_and_evaluate(config, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "14x14 -> 24x24" in out.replace("×", "x") or "24x24" in out
+    assert np.isfinite(results["final"]["eval/loss"])
+
+
+def test_every_recipe_option_together_learns_on_the_embedded_digits(tmp_path):
+    """RandAugment, inception crop, mixup and CutMix, label smoothing, the weight average,
+    layer-wise decay, bf16 first moment, a representation layer, gap + sincos2d: the eval loss
+    falls from ln 10 (a zero head's) and both the weights and their average beat chance."""
+    c = tiny_config(total_steps=300, eval_every_steps=300)
+    c.data.pp_train = ("decode|inception_crop(8, area_min=70)|randaug(2, 5, translate=2, "
+                       "cutout=2)|value_range(-1,1)|onehot(10, label_smoothing=0.1)")
+    c.data.mixup_alpha, c.data.cutmix_alpha = 0.2, 1.0
+    c.model.update(pool="gap", class_token=False, posemb="sincos2d", representation_size=32)
+    c.optim.update(mu_dtype="bfloat16", layer_decay=0.9, ema_decay=0.9, warmup_steps=10)
+    final = train_and_evaluate(c, tmp_path)["final"]
+    assert final["eval/loss"] < 0.8 * np.log(10) and final["eval_ema/loss"] < 0.8 * np.log(10)
+    assert final["eval/accuracy"] > 0.4 and final["eval_ema/accuracy"] > 0.4  # chance 0.1
