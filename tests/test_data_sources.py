@@ -52,6 +52,47 @@ def test_image_folder(folder):
     assert sorted(seen) == list(range(12))
 
 
+WNIDS = ("n01440764", "n01443537", "n02085620", "n04592741")  # sorted: the synsets' order
+
+
+def test_imagenet_folder_layout_wnid_classes_uppercase_jpeg_and_a_val_split(tmp_path):
+    """``train/<wnid>/<wnid>_<n>.JPEG`` and ``val/<wnid>/ILSVRC2012_val_<n>.JPEG``, as the
+    ILSVRC tarballs unpack (the validation images moved into class folders)."""
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 3), ("val", 2)):
+        for label, wnid in enumerate(WNIDS):
+            folder_dir = tmp_path / "imagenet" / split / wnid
+            folder_dir.mkdir(parents=True)
+            for i in range(per_class):
+                noise = rng.integers(0, 5, (12, 16, 3), dtype=np.uint8)
+                pixels = np.full((12, 16, 3), 60 * label, np.uint8) + noise
+                name = f"{wnid}_{i}.JPEG" if split == "train" else f"ILSVRC2012_val_{label}{i}.JPEG"
+                Image.fromarray(pixels).save(folder_dir / name, format="JPEG", quality=95)
+    (tmp_path / "imagenet" / "train" / WNIDS[0] / "notes.txt").write_text("not an image")
+    pp = "decode|value_range(0,1)|onehot(4)"
+    config = dict(name="folder", root=str(tmp_path / "imagenet"), eval_split="val", pp_train=pp,
+                  pp_eval=pp)
+    info = data.dataset_info(config)
+    assert info.class_names == WNIDS and (info.num_train, info.num_eval) == (12, 8)
+    labels, means = [], []
+    for batch in data.build_eval_iterator(config, batch_size=8):
+        labels += batch["label"].tolist()
+        means += batch["image"].mean(axis=(1, 2, 3)).tolist()
+    assert sorted(labels) == [0, 0, 1, 1, 2, 2, 3, 3]
+    np.testing.assert_allclose(np.array(means) * 255, 60 * np.array(labels) + 2, atol=3)
+
+
+def test_a_folder_listed_once_is_listed_again_when_a_file_is_added(folder):
+    from vit_jax.data.folder import FolderRecords
+
+    records = FolderRecords(folder["root"], "train", ["blue", "green", "red"])
+    again = FolderRecords(folder["root"], "train", ["blue", "green", "red"])
+    assert again.paths is records.paths  # one listing for the run's several openings
+    Image.new("RGB", (10, 10)).save(os.path.join(folder["root"], "train", "red", "new.png"))
+    grown = FolderRecords(folder["root"], "train", ["blue", "green", "red"])
+    assert len(grown) == len(records) + 1
+
+
 def test_folder_subset_spans_classes(folder):
     batch = next(data.build_train_iterator(dict(folder, train_subset=9), batch_size=9, seed=0))
     assert len(set(batch["label"].tolist())) == 3  # Files are stored in a shuffled order.

@@ -24,6 +24,40 @@ def list_classes(root: str, split: str) -> list[str]:
     return classes
 
 
+# (split dir, classes, each class dir's mtime) -> (paths, labels): a run opens a split several
+# times (validation, training, each evaluator); ImageNet's 1.28M files are listed once. Adding or
+# removing a file changes its class directory's mtime, so a changed folder is listed again.
+_LISTINGS: dict[tuple, tuple[list[str], np.ndarray]] = {}
+MAX_LISTINGS = 4
+
+
+def _listing(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """The split's image paths and labels, in the fixed pseudo-random order."""
+    split_dir = os.path.join(root, split)
+    found = list_classes(root, split)
+    key = (split_dir, classes, tuple(os.stat(os.path.join(split_dir, c)).st_mtime_ns
+                                     for c in found))
+    if key in _LISTINGS:
+        return _LISTINGS[key]
+    label_of = {name: i for i, name in enumerate(classes)}
+    paths, labels = [], []
+    for cls in found:
+        if cls not in label_of:
+            raise DataError(f"class {cls!r} of {split_dir!r} is not a class of the training "
+                            f"split; classes: {list(classes)}")
+        class_dir = os.path.join(split_dir, cls)
+        names = sorted(n for n in os.listdir(class_dir) if n.lower().endswith(EXTENSIONS))
+        paths += [os.path.join(class_dir, n) for n in names]
+        labels += [label_of[cls]] * len(names)
+    if not paths:
+        raise DataError(f"no images ({', '.join(EXTENSIONS)}) under {split_dir!r}")
+    order = np.random.default_rng(_ORDER_SEED).permutation(len(paths))
+    while len(_LISTINGS) >= MAX_LISTINGS:  # the oldest goes (dicts keep insertion order)
+        _LISTINGS.pop(next(iter(_LISTINGS)))
+    _LISTINGS[key] = ([paths[i] for i in order], np.asarray(labels, np.int64)[order])
+    return _LISTINGS[key]
+
+
 class FolderRecords:
     """The images of one split. Labels come from `classes` (the train split's class list).
 
@@ -33,25 +67,7 @@ class FolderRecords:
 
     def __init__(self, root: str, split: str, classes: list[str]):
         self.root, self.split, self.classes = root, split, classes
-        paths, labels = [], []
-        for cls in list_classes(root, split):
-            if cls not in classes:
-                raise DataError(
-                    f"class {cls!r} of {os.path.join(root, split)!r} is not a class of the "
-                    f"training split; classes: {classes}"
-                )
-            class_dir = os.path.join(root, split, cls)
-            for name in sorted(os.listdir(class_dir)):
-                if name.lower().endswith(EXTENSIONS):
-                    paths.append(os.path.join(class_dir, name))
-                    labels.append(classes.index(cls))
-        if not paths:
-            raise DataError(
-                f"no images ({', '.join(EXTENSIONS)}) under {os.path.join(root, split)!r}"
-            )
-        order = np.random.default_rng(_ORDER_SEED).permutation(len(paths))
-        self.paths = [paths[i] for i in order]
-        self.labels = np.asarray(labels, np.int64)[order]
+        self.paths, self.labels = _listing(root, split, tuple(classes))
 
     def __len__(self) -> int:
         return len(self.paths)
