@@ -84,13 +84,15 @@ def test_vit_s16_i1k_runs_at_full_size_on_mock_imagenet(imagenet_dir, tmp_path):
 
 
 def test_finetune_384_runs_from_a_224_checkpoint_on_mock_imagenet(imagenet_dir, tmp_path, capsys):
-    pretrained = create_model("Ti/16", num_classes=21, image_size=224)
+    # like the ImageNet-21k checkpoints: a pre-logits layer the fine-tuned model drops
+    pretrained = create_model("Ti/16", num_classes=21, image_size=224, representation_size=192)
     path = params_lib.save_npz(tmp_path / "ti16_i21k.npz", params_lib.architecture(pretrained),
                                params_lib.flat_params(pretrained))
     config = shrink_run(recipe("finetune_384", f"{path},Ti/16"), imagenet_dir, steps=2)
     results = train_and_evaluate(config, tmp_path / "run")
     out = capsys.readouterr().out
-    assert "14x14 -> 24x24" in out.replace("×", "x") or "24x24" in out
+    assert "(grid 14x14 -> 24x24)" in out and "posemb: (1,197,192) -> (1,577,192) via zoom" in out
+    assert "head: 21 -> 1000 classes" in out and "pre-logits layer dropped" in out
     assert np.isfinite(results["final"]["eval/loss"])
 
 

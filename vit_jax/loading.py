@@ -290,8 +290,18 @@ def init_from_pretrained(model: nnx.Module, config: mlc.ConfigDict) -> None:
                posemb_resample=model.posemb.resample_method) if is_vit else {}
     source, summary = load_with_summary(config.init_from, num_classes=_num_classes(model), **fit)
     shardings = jax.tree.map(lambda x: x.sharding, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    weights = params_lib.flat_params(source)
+    if (is_vit and source.pre_logits is not None and model.pre_logits is None
+            and any(line.startswith("head:") for line in summary)):
+        # The original ViT transfer: the whole head (pre-logits + classifier) is replaced by
+        # one zero-initialised layer; the run's model already has that layer.
+        own = params_lib.flat_params(model)
+        weights = {k: v for k, v in weights.items() if not k.startswith(("pre_logits/", "head/"))}
+        weights.update({k: v for k, v in own.items() if k.startswith("head/")})
+        summary.append("pre-logits layer dropped with the old head (the model has none: the "
+                       "whole head is replaced, as the original ViT fine-tuning does)")
     try:
-        params_lib.load_params_into(model, params_lib.flat_params(source))
+        params_lib.load_params_into(model, weights)
     except ValueError as e:
         raise ValueError(f"config.init_from={config.init_from} does not fit config.model: {e}"
                          + _arch_hint(source, config)) from None
