@@ -109,3 +109,22 @@ def test_every_recipe_option_together_learns_on_the_embedded_digits(tmp_path):
     final = train_and_evaluate(c, tmp_path)["final"]
     assert final["eval/loss"] < 0.8 * np.log(10) and final["eval_ema/loss"] < 0.8 * np.log(10)
     assert final["eval/accuracy"] > 0.4 and final["eval_ema/accuracy"] > 0.4  # chance 0.1
+
+
+def test_pre_logits_are_kept_or_named_when_the_head_stays(tmp_path):
+    from vit_jax.config import build_model
+    from vit_jax.loading import init_from_pretrained
+
+    small = dict(image_size=16, width=32, depth=1, num_heads=2, mlp_dim=32)
+    source = create_model("mu/4", num_classes=5, representation_size=32, **small)
+    path = params_lib.save_npz(tmp_path / "rep.npz", params_lib.architecture(source),
+                               params_lib.flat_params(source))
+    config = recipe("finetune_384", f"{path},mu/4")
+    config.model.update(small)
+    with pytest.raises(ValueError, match=r"unexpected \(2\): pre_logits/bias, pre_logits/kernel"
+                       r"[\s\S]*--config\.model\.representation_size=32"):
+        init_from_pretrained(build_model(config, 5), config)  # same classes: a real mismatch
+    config.model.representation_size = 32
+    model = build_model(config, 5)
+    init_from_pretrained(model, config)  # kept, with its head
+    np.testing.assert_array_equal(model.pre_logits.kernel[...], source.pre_logits.kernel[...])
