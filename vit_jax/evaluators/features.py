@@ -51,6 +51,23 @@ class SplitFeatures:
         return self._jitted[1]
 
 
+class TrainTestFeatures:
+    """What an evaluator fitting on frozen features opens once per run: the pre-logits of a
+    train split and of a test split, and the dataset's class count."""
+
+    def __init__(self, data_config: Any, *, batch_size: int, train_split: str,
+                 split: str | None, evaluator: str):
+        cfg = data.resolve(data_config)
+        self.num_classes = data.dataset_info(cfg).num_classes
+        self._train, self._test = (SplitFeatures(cfg, name, batch_size=batch_size,
+                                                 evaluator=evaluator)
+                                   for name in (train_split, split or cfg.eval_split))
+
+    def features(self, view: ModelView) -> tuple[np.ndarray, ...]:
+        """(train features, train labels, test features, test labels) of the model."""
+        return (*self._train(view), *self._test(view))
+
+
 def standardise(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Every array standardised with ``train_x``'s per-feature mean and std (a batch norm without
     affine parameters, as MAE's linear probe and big_vision's few-shot use)."""

@@ -21,9 +21,8 @@ from typing import Any
 import ml_collections as mlc
 import numpy as np
 
-from vit_jax import data
 from vit_jax.checks import is_int, is_number
-from vit_jax.evaluators.features import SplitFeatures, standardise
+from vit_jax.evaluators.features import TrainTestFeatures, standardise
 from vit_jax.evaluators.section import check_data, section_data
 from vit_jax.evaluators.view import ModelView
 
@@ -64,22 +63,18 @@ def shot_indices(labels: np.ndarray, num_classes: int, shots: int, seed: int) ->
     return np.concatenate([idx[:shots] for idx in per_class])
 
 
-class FewShot:
+class FewShot(TrainTestFeatures):
     """Built once per run (both splits opened once); called with the current model."""
 
     def __init__(self, data_config: Any, *, batch_size: int, shots: Sequence[int],
                  l2_reg: float, seeds: int, train_split: str, split: str | None,
                  prefix: str):
-        cfg = data.resolve(data_config)
-        self.num_classes = data.dataset_info(cfg).num_classes
+        super().__init__(data_config, batch_size=batch_size, train_split=train_split,
+                         split=split, evaluator="few-shot")
         self.shots, self.l2_reg, self.seeds, self.prefix = tuple(shots), l2_reg, seeds, prefix
-        self._train, self._test = (SplitFeatures(cfg, name, batch_size=batch_size,
-                                                 evaluator="few-shot")
-                                   for name in (train_split, split or cfg.eval_split))
 
     def __call__(self, view: ModelView) -> dict[str, float]:
-        train_x, train_y = self._train(view)
-        test_x, test_y = self._test(view)
+        train_x, train_y, test_x, test_y = self.features(view)
         out = {}
         for k in self.shots:
             accuracies = []

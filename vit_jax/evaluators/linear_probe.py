@@ -25,9 +25,8 @@ import ml_collections as mlc
 import numpy as np
 import optax
 
-from vit_jax import data
 from vit_jax.checks import is_int, is_number
-from vit_jax.evaluators.features import SplitFeatures, standardise
+from vit_jax.evaluators.features import TrainTestFeatures, standardise
 from vit_jax.evaluators.section import check_data, section_data
 from vit_jax.evaluators.view import ModelView
 
@@ -75,21 +74,17 @@ def accuracy(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> flo
     return float(np.mean((x @ params["w"] + params["b"]).argmax(1) == y))
 
 
-class LinearProbe:
+class LinearProbe(TrainTestFeatures):
     """Built once per run (both splits opened once); called with the current model."""
 
     def __init__(self, data_config: Any, *, batch_size: int, l2_reg: float, steps: int,
                  train_split: str, split: str | None, prefix: str):
-        cfg = data.resolve(data_config)
-        self.num_classes = data.dataset_info(cfg).num_classes
+        super().__init__(data_config, batch_size=batch_size, train_split=train_split,
+                         split=split, evaluator="linear-probe")
         self.l2_reg, self.steps, self.prefix = l2_reg, steps, prefix
-        self._train, self._test = (SplitFeatures(cfg, name, batch_size=batch_size,
-                                                 evaluator="linear-probe")
-                                   for name in (train_split, split or cfg.eval_split))
 
     def __call__(self, view: ModelView) -> dict[str, float]:
-        train_x, train_y = self._train(view)
-        test_x, test_y = self._test(view)
+        train_x, train_y, test_x, test_y = self.features(view)
         train_z, test_z = (z.astype(np.float32) for z in standardise(train_x, test_x))
         params = fit_probe(train_z, train_y, self.num_classes, l2_reg=self.l2_reg,
                            steps=self.steps)
