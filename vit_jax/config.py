@@ -161,7 +161,40 @@ def validate(config: mlc.ConfigDict):
                         or config.total_steps))
     info = data.dataset_info(config.data)
     try:  # shapes only: catches bad variants, patch/image mismatches, head counts
-        nnx.eval_shape(lambda: build_model(config, info.num_classes))
+        model = nnx.eval_shape(lambda: build_model(config, info.num_classes))
     except (ValueError, TypeError) as e:
         raise ValueError(f"config.model: {e}") from None
+    if config.data.get("packing"):
+        _check_packed_model(model, config)
     return info
+
+
+def _check_packed_model(model, config: mlc.ConfigDict) -> None:
+    """Packed training (data.packing) needs a ViT that pools each image of a sequence."""
+    from vit_jax.models.vit import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"data.packing trains ViTs; config.model.variant="
+                         f"{config.model.variant!r} is not one")
+    fixes = []
+    if model.num_prefix:
+        fixes.append("--config.model.class_token=False --config.model.num_registers=0")
+    if model.pool not in ("gap", "map"):
+        fixes.append("--config.model.pool=gap (or map)")
+    patch = config.data.packing.get("patch_size")
+    if tuple(model.patch_size) != (patch, patch):
+        fixes.append(f"--config.data.packing.patch_size={model.patch_size[0]} (the model's)")
+    if fixes:
+        raise ValueError("data.packing needs a ViT pooling each image of a sequence, with the "
+                         f"model's patch size: set {' '.join(fixes)}")
+
+
+def packed_max_grid(config: mlc.ConfigDict, num_classes: int) -> tuple[int, int] | None:
+    """The largest patch grid a packed image may have: the learned position table's (None for
+    sincos2d or no positions, which cover any grid, and without data.packing)."""
+    if not config.data.get("packing"):
+        return None
+    from flax import nnx
+
+    model = nnx.eval_shape(lambda: build_model(config, num_classes))
+    return tuple(model.grid) if model.posemb.kind == "learn" else None

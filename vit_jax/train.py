@@ -23,7 +23,7 @@ from flax import nnx
 
 from vit_jax import data, ema, evaluators, metrics, sharding, train_state
 from vit_jax.checkpoints import UNUSABLE_SUFFIX, CheckpointCorruptError, Checkpointer
-from vit_jax.config import validate
+from vit_jax.config import packed_max_grid, validate
 from vit_jax.loading import init_from_pretrained
 from vit_jax.logs import log
 from vit_jax.models.flexi import patch_size_at
@@ -59,7 +59,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         # --- Input pipeline: each process reads its own shard of every global batch.
         train_iter = data.build_train_iterator(
             config.data, batch_size=config.batch_size // pcount, seed=config.seed,
-            process_index=pindex, process_count=pcount)
+            process_index=pindex, process_count=pcount,
+            max_grid=packed_max_grid(config, info.num_classes))
         cleanup.push(_closing(train_iter.close))  # stops grain's workers, frees batches
 
         # --- Model and optimizer, created already sharded (never whole on one device).

@@ -24,6 +24,19 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels).mean()
 
 
+PACKED_INPUT = ("patches", "segment_ids", "positions", "image_mask")
+
+
+def packed_loss_and_accuracy(logits: Array, labels: Array, mask: Array) -> tuple[Array, Array]:
+    """Cross-entropy and accuracy averaged over the real images of a packed batch (empty slots
+    count for nothing)."""
+    mask = mask.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(mask), 1.0)
+    ce = optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
+    right = jnp.argmax(logits, -1) == jnp.argmax(labels, -1)
+    return jnp.sum(ce * mask) / count, jnp.sum(right * mask) / count
+
+
 def make_train_step(graphdef, *, grad_accum_steps: int = 1,
                     schedule: Callable | None = None, patch_size: int | None = None) -> Callable:
     """``step_fn(state, batch, rng) -> (state, metrics)``; rng is folded with the step count.
@@ -34,6 +47,9 @@ def make_train_step(graphdef, *, grad_accum_steps: int = 1,
     flexi = {} if patch_size is None else {"patch_size": patch_size}
 
     def loss_fn(model, batch, key):
+        if "patches" in batch:  # packed (data.packing): per-image logits (B, K, classes)
+            logits = model({k: batch[k] for k in PACKED_INPUT}, train=True, rng=key)
+            return packed_loss_and_accuracy(logits, batch["labels"], batch["image_mask"])
         logits = model(batch["image"], train=True, rng=key, **flexi)
         loss = cross_entropy(logits, batch["labels"])
         accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["labels"], -1))
@@ -47,13 +63,16 @@ def make_train_step(graphdef, *, grad_accum_steps: int = 1,
             lambda m, mb: loss_fn(m, mb, jax.random.fold_in(key, _micro_index(mb))),
             has_aux=True)
         if grad_accum_steps > 1:
-            micro_ids = jnp.arange(batch["image"].shape[0]) % grad_accum_steps
+            micro_ids = jnp.arange(batch["labels"].shape[0]) % grad_accum_steps
             batch = {**batch, "_micro": micro_ids}
         (loss, accuracy), grads = optim.accumulate_gradients(grad_fn, model, batch,
                                                              grad_accum_steps)
         optimizer.update(model, grads)
         metrics = {"train/loss": loss, "train/accuracy": accuracy,
                    "train/grad_norm": optax.tree.norm(grads)}
+        if "segment_ids" in batch:  # packed: what fraction of the tokens is padding
+            metrics["train/padding"] = jnp.mean(batch["segment_ids"] == 0)
+            metrics["train/images"] = jnp.sum(batch["image_mask"])
         if schedule is not None:
             metrics["train/lr"] = schedule(step)
         return nnx.state((model, optimizer)), metrics

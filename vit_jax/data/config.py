@@ -39,6 +39,9 @@ class DataConfig:
     prefetch: int = 2  # Batches buffered ahead (per worker when workers > 0).
     skip_corrupt: bool = False  # Drop (and count) unreadable images instead of raising.
     train_subset: int | None = None  # Deterministic first-N training examples.
+    # NaViT packing (vit_jax.data.packed): dict(seq_len, max_images, patch_size, token_drop,
+    # lookahead); empty = fixed-size batches.
+    packing: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     image_key: str = "image"  # Feature names, for user TFDS datasets.
     label_key: str = "label"
 
@@ -99,6 +102,13 @@ def _check(cfg: DataConfig) -> None:
         value = getattr(cfg, key)
         if not is_number(value) or value < 0:
             raise DataError(f"{key} must be a number >= 0 (0 = off), got {value!r}")
+    if cfg.packing:
+        from vit_jax.data.packed import resolve_packing
+
+        resolve_packing(cfg.packing)
+        if cfg.mixup_alpha or cfg.cutmix_alpha:
+            raise DataError("data.packing does not combine with mixup_alpha/cutmix_alpha (they "
+                            "mix whole images of equal size); set them to 0")
     if cfg.train_subset is not None and (not is_int(cfg.train_subset) or cfg.train_subset < 1):
         raise DataError(f"train_subset must be None or an int >= 1, got {cfg.train_subset!r}")
 

@@ -20,6 +20,7 @@ from vit_jax.data.config import DataConfig, resolve
 from vit_jax.data.errors import DataError
 from vit_jax.data.iterator import BatchIterator
 from vit_jax.data.mixup import Mixup
+from vit_jax.data.packed import PackedTrainIterator
 from vit_jax.data.pipeline import EvalExample, TrainExample, common_shape, probe, without_misfits
 from vit_jax.data.sources import load_split
 
@@ -63,17 +64,24 @@ def build_train_iterator(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
-) -> BatchIterator:
+    max_grid: tuple[int, int] | None = None,
+) -> BatchIterator | PackedTrainIterator:
     """Endless shuffled, augmented batches of this process's shard of each global batch.
 
     The global batch is `batch_size * process_count` examples; concatenating all processes'
     batches of a step gives exactly the batch of a single-process run with that batch size.
     Each epoch is reshuffled from `seed`. `get_state()`/`set_state()` resume bit-exactly.
+    With `data.packing`: packed batches of `batch_size` sequences (`data.packed`); `max_grid`:
+    the largest patch grid the model's learned position table covers.
     """
     cfg = resolve(data_config)
     _check_batching(batch_size, process_index, process_count)
     if not isinstance(seed, int) or seed < 0:
         raise DataError(f"seed must be an int >= 0, got {seed!r}")
+    if cfg.packing:
+        return PackedTrainIterator(cfg, batch_size=batch_size, seed=seed,
+                                   process_index=process_index, process_count=process_count,
+                                   max_grid=max_grid)
     if (cfg.mixup_alpha or cfg.cutmix_alpha) and batch_size % 2:
         raise DataError(
             f"mixup and cutmix mix example pairs and need an even per-process batch_size, got "

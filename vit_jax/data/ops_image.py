@@ -252,6 +252,38 @@ class InceptionCrop:
         return (height - h) // 2, (width - w) // 2, h, w
 
 
+@register("resize_native")
+class ResizeNative:
+    """NaViT's resolution sampling: the longer side drawn uniformly from [side_min, side_max]
+    pixels, the aspect ratio kept, each side rounded to a multiple of `multiple` (the patch
+    size, so the image cuts into whole patches; at least one patch). For packed training
+    (`data.packing`): every image keeps its own shape."""
+
+    random = True
+
+    def __init__(self, side_min: int, side_max: int, multiple: int = 1,
+                 method: str = "bilinear"):
+        if not (isinstance(multiple, int) and multiple >= 1):
+            raise ValueError(f"resize_native: multiple must be an int >= 1, got {multiple!r}")
+        if not (isinstance(side_min, int) and isinstance(side_max, int)
+                and multiple <= side_min <= side_max):
+            raise ValueError(f"resize_native: need ints multiple <= side_min <= side_max, got "
+                             f"{side_min}, {side_max} (multiple {multiple})")
+        self.sides, self.multiple = (side_min, side_max), multiple
+        self.method = _method(method, "resize_native")
+
+    def __call__(self, example, rng):
+        image = example["image"]
+        return {**example, "image": resize_image(image, self.size(image.shape[:2], rng),
+                                                 self.method)}
+
+    def size(self, hw: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+        side = int(rng.integers(self.sides[0], self.sides[1] + 1))
+        scale = side / max(hw)
+        m = self.multiple
+        return tuple(max(m, round(d * scale / m) * m) for d in hw)
+
+
 @register("flip_lr")
 class FlipLR:
     """Mirror left-right with probability `p`."""
