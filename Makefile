@@ -20,7 +20,7 @@ WORKDIR ?= runs/quickstart
 PEERS := .venv-peers/bin/python
 PEERS_STAMP := .venv-peers/.installed
 
-.PHONY: install test lint train bench bench-peers clean test-latest test-latest-core device-check bench-input
+.PHONY: install test lint train bench bench-peers clean test-latest test-latest-core device-check bench-input bench-packing
 
 install: $(STAMP)
 
@@ -82,6 +82,10 @@ bench: install
 # torchvision beside it from .venv-peers when present.
 bench-input: install
 	$(PY) -m benchmarks.input_pipeline --peers
+
+# Packed (NaViT) vs padded training on images of mixed sizes (benchmarks/PACKING.md).
+bench-packing: install
+	$(PY) -m benchmarks.packing
 
 device-check: install
 	PYTHON=$(PY) scripts/device_check.sh

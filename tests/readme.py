@@ -122,8 +122,9 @@ def _env() -> dict[str, str]:
 
 
 def check_not_run(command: Command) -> None:
-    """What can be checked of a command this machine cannot run: its config and keys, or
-    its make target and variables (dry run)."""
+    """What can be checked of a command this machine cannot run: its config and keys, its
+    make target and variables (dry run), or, for one of our ``python -m`` command lines, that
+    each flag it types is in its ``--help``."""
     assert command.not_run_reason.strip(), command.text
     make = re.search(r"(?:^|\s)make\s+(.*)$", command.text)  # also under a launcher (srun)
     if make:
@@ -131,7 +132,15 @@ def check_not_run(command: Command) -> None:
                              capture_output=True, text=True)
         assert dry.returncode == 0, f"{command.text}: {dry.stderr}"
         return
+    module = re.match(r"python -m ([\w.]+)", command.text)
     configs = re.findall(r"--config=([^\s\"']+)", command.text)
+    if module and not configs:  # a command line of ours: each flag it types must exist
+        usage = subprocess.run([sys.executable, "-m", module.group(1), "--help"],
+                               capture_output=True, text=True, cwd=REPO, env=_env())
+        assert usage.returncode == 0, f"{command.text}: --help failed: {usage.stderr}"
+        for flag in re.findall(r"(--\w+)=", command.text):
+            assert flag in usage.stdout, f"{command.text}: no {flag} in its --help"
+        return
     assert configs, f"nothing to check in {command.text!r}"
     config, problem = cli.config_from_flag(configs[0])
     assert problem is None, problem

@@ -17,7 +17,7 @@ SHIPPED = [("quickstart", None), ("mnist", "/nonexistent"), ("mnist_folder", "/n
            ("small_data", "vit"), ("small_data", "SmallResNet,mnist:/nonexistent"),
            ("small_data", "SimpleCNN"), ("small_data", "SmallResNet"), ("cifar10", None),
            ("cifar10", "Ti/4"),           ("imagenet_vit", "B/16"), ("imagenet_vit", "S/16,300"),
-           ("finetune", None), ("flexivit", None)]
+           ("finetune", None), ("flexivit", None), ("navit", None)]
 
 
 def load(name: str, arg=None):
