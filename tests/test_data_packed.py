@@ -177,7 +177,9 @@ def test_a_packed_run_learns_reports_padding_and_resumes_bitwise(tmp_path, monke
     assert padding and max(padding) < 0.15 and min(images) > 8  # ~5 images per sequence
 
 
-def test_a_longer_packed_run_beats_chance(tmp_path):
+def test_a_longer_packed_run_beats_chance(tmp_path, capsys):
     final = train_and_evaluate(packed_run_config(total_steps=200, eval_every_steps=200),
                                tmp_path)["final"]
     assert final["eval/accuracy"] > 0.4 and final["eval/loss"] < 0.8 * np.log(10)
+    out = capsys.readouterr().out  # a batch row is a sequence of several images
+    assert "batch 8 sequences" in out and " seq/s " in out and " img/s " not in out

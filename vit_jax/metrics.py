@@ -146,7 +146,8 @@ class ProgressReporter:
     The loss is only fetched from the device when a line is printed, so calling this every
     step does not stall JAX's asynchronous dispatch. Throughput and ETA use the interval
     since the previous line, and the clock starts after the first step (which carries the
-    compilation), so the first ETA is not inflated by it.
+    compilation), so the first ETA is not inflated by it. ``unit``: what a batch row is
+    (``img``; ``seq`` for packed batches, whose rows are sequences of several images).
     """
 
     def __init__(
@@ -158,8 +159,9 @@ class ProgressReporter:
         every_secs: float | None = 60.0,
         first_step: int = 0,
         print_fn: Callable[[str], None] = print,
+        unit: str = "img",
     ):
-        self.total_steps, self.batch_size = total_steps, batch_size
+        self.total_steps, self.batch_size, self.unit = total_steps, batch_size, unit
         self.every_steps, self.every_secs = every_steps, every_secs
         self.print_fn = print_fn
         self._start = self._last_time = self._rate_time = time.monotonic()
@@ -189,7 +191,7 @@ class ProgressReporter:
         if step > self._rate_step:
             steps_per_sec = (step - self._rate_step) / max(now - self._rate_time, 1e-9)
             eta = format_duration((self.total_steps - step) / steps_per_sec)
-            parts.append(f"{steps_per_sec * self.batch_size:.1f} img/s")
+            parts.append(f"{steps_per_sec * self.batch_size:.1f} {self.unit}/s")
         else:  # only the compiling step so far: no rate to tell yet
             eta = "?"
         parts += [f"elapsed {format_duration(now - self._start)}", f"ETA {eta}"]

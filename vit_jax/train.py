@@ -112,11 +112,12 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
             f"devices, {pcount} process(es)")
         writer = metrics.MetricWriter(str(workdir), resume_step=start_step)
         cleanup.push(_closing(writer.close))
+        unit = "seq" if config.data.get("packing") else "img"  # packed rows hold several
         progress = metrics.ProgressReporter(total_steps, batch_size=config.batch_size,
                                             every_steps=config.log_every_steps, every_secs=30,
-                                            first_step=start_step)
-        log(f"Training {start_step} -> {total_steps} steps, batch {config.batch_size}, "
-            f"workdir {workdir}")
+                                            first_step=start_step, unit=unit)
+        log(f"Training {start_step} -> {total_steps} steps, batch {config.batch_size}"
+            f"{' sequences' if unit == 'seq' else ''}, workdir {workdir}")
 
         def save(step: int, state, eval_metrics: dict | None, wait: bool) -> None:
             nnx.update((model, optimizer), state)
