@@ -88,16 +88,19 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str | Path) -> dict:
         def evaluate(state, step: int | None = None) -> dict:
             """The evaluators due at ``step`` (all of them when None), metrics merged; with
             ``optim.ema_decay``, each again on the weight average (``<name>_ema/...``)."""
+            due = {name: run for name, run in evals.items()
+                   if step is None or step % evaluators.every_steps(config, name) == 0}
+            if not due:  # most steps: no view, no swapped state
+                return {}
             view = evaluators.ModelView(graphdef, state, mesh, state_shardings)
             ema_state = ema.with_ema_weights(state)
             ema_view = ema_state and evaluators.ModelView(graphdef, ema_state, mesh,
                                                           state_shardings)
             out = {}
-            for name, run in evals.items():
-                if step is None or step % evaluators.every_steps(config, name) == 0:
-                    out.update(run(view))
-                    if ema_view is not None:
-                        out.update(ema.rename(run(ema_view), name))
+            for name, run in due.items():
+                out.update(run(view))
+                if ema_view is not None:
+                    out.update(ema.rename(run(ema_view), name))
             return out
 
         if start_step >= total_steps:  # complete, but its final eval was never recorded
