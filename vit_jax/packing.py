@@ -96,11 +96,10 @@ def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, in
     for a, (gh, gw), (seq, slot) in zip(arrays, grids, placement, strict=True):
         n = gh * gw
         start = fill[seq]
-        patches = a.reshape(gh, ph, gw, pw, c).transpose(0, 2, 1, 3, 4).reshape(n, -1)
+        patches, positions = image_tokens(a, (ph, pw))
         batch["patches"][seq, start:start + n] = patches
         batch["segment_ids"][seq, start:start + n] = slot + 1
-        rows, cols = np.divmod(np.arange(n), gw)
-        batch["positions"][seq, start:start + n] = np.stack([rows, cols], axis=1)
+        batch["positions"][seq, start:start + n] = positions
         batch["image_mask"][seq, slot] = True
         fill[seq] += n
     if labels is not None:
@@ -109,6 +108,17 @@ def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, in
         for label, (seq, slot) in zip(labels, placement, strict=True):
             batch["labels"][seq, slot] = label
     return batch, placement
+
+
+def image_tokens(image: np.ndarray, patch: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """An (H, W, C) image (sides multiples of the patch) as its patches (n, ph·pw·C) in
+    row-major grid order, each flattened in (row, column, channel) order, and their (row,
+    column) grid positions (n, 2) int32."""
+    (ph, pw), (h, w, c) = patch, image.shape
+    gh, gw = h // ph, w // pw
+    patches = image.reshape(gh, ph, gw, pw, c).transpose(0, 2, 1, 3, 4).reshape(gh * gw, -1)
+    positions = np.stack(np.divmod(np.arange(gh * gw), gw), axis=1).astype(np.int32)
+    return patches, positions
 
 
 def is_packed(x) -> bool:

@@ -32,6 +32,7 @@ from vit_jax.data.errors import DataError
 from vit_jax.data.order import EpochOrder, example_rng
 from vit_jax.data.pipeline import preprocess_example, probe
 from vit_jax.data.sources import load_split
+from vit_jax.packing import image_tokens
 
 KEYS = ("seq_len", "max_images", "patch_size", "token_drop", "lookahead")
 _DROP_STREAM = 2  # the example rng's stream for token dropping (pp: 0, mixup: 1)
@@ -106,7 +107,7 @@ class PackedTrainIterator:
         example = preprocess_example(self.split.records, self.pp, index,
                                      example_rng(self.seed, epoch, index))
         image = example["image"]
-        h, w, c = image.shape
+        h, w, _ = image.shape
         p = self.patch
         if h % p or w % p:
             raise DataError(f"{self.split.records.describe(index)}: {h}x{w} after pp_train "
@@ -121,8 +122,7 @@ class PackedTrainIterator:
             raise DataError(f"an image of {gh}x{gw} patches is beyond the model's "
                             f"{self.max_grid[0]}x{self.max_grid[1]} position table; lower "
                             "resize_native's side_max or raise model.image_size")
-        patches = image.reshape(gh, p, gw, p, c).transpose(0, 2, 1, 3, 4).reshape(gh * gw, -1)
-        positions = np.stack(np.divmod(np.arange(gh * gw), gw), axis=1).astype(np.int32)
+        patches, positions = image_tokens(image, (p, p))
         if self.token_drop:
             rng = np.random.default_rng([self.seed, _DROP_STREAM, epoch, index])
             keep = max(1, round(gh * gw * (1 - rng.uniform(0, self.token_drop))))
@@ -155,8 +155,8 @@ class PackedTrainIterator:
             used[seq] += n
             slots[seq] += 1
         self._waiting = waiting + candidates  # untried waiting images keep their turn
-        self._made = {local: made.get(local) or self._made[local] for local in self._waiting
-                      if local in made or local in self._made}
+        known = {**self._made, **made}  # what this batch made, and what waits from before
+        self._made = {local: known[local] for local in self._waiting if local in known}
         return self._assemble(placed, made)
 
     def _assemble(self, placed: list[tuple[int, int, int]], made: dict) -> dict[str, np.ndarray]:
