@@ -187,19 +187,26 @@ def test_worker_processes_give_the_same_batches(cfg):
         workers.close()
 
 
-def test_batches_held_past_close_do_not_leak_shared_memory(cfg):
+@pytest.mark.parametrize("held_in", ["local", "global_jax"])
+def test_batches_held_past_close_do_not_leak_shared_memory(cfg, held_in):
     """A program whose last worker batches outlive the iterator's close (as a train loop's do)
     must still release their shared memory when it ends: Python's resource tracker reports any
-    segment left over as "leaked shared_memory objects"."""
+    segment left over as "leaked shared_memory objects". ``global_jax``: jax arrays on CPU alias
+    the batch's memory and, held by a module global, live until the interpreter finalises."""
+    hold = {"local": "held = [next(it) for _ in range(3)]\n",
+            "global_jax": "HELD.extend(jax.device_put(next(it)) for _ in range(3)); held = HELD\n"}
     program = (
+        "import jax\n"
         "from vit_jax import data\n"
+        "HELD = []\n"
         "def main():\n"
         f"    it = data.build_train_iterator(dict({cfg!r}, workers=2, prefetch=2), "
         "batch_size=16, seed=1)\n"
-        "    held = [next(it) for _ in range(3)]\n"
+        f"    {hold[held_in]}"
         "    it.close()\n"
         "    print(sum(float(b['image'].sum()) for b in held))\n"
-        "main()\n"
+        "if __name__ == '__main__':\n"
+        "    main()\n"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           timeout=300)

@@ -8,13 +8,12 @@ dataset at `step`: the state is tiny, JSON-serialisable, independent of the work
 
 from __future__ import annotations
 
-import atexit
-import functools
 import gc
 import sys
 from typing import Any
 
 import grain
+import jax
 from absl import flags
 from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
 
@@ -46,6 +45,8 @@ class BatchIterator(grain.DatasetIterator):
             self._iterator = self._start(self._step)
         batch = next(self._iterator)
         self._step += 1
+        if self._workers:
+            _unlink_shared_memory(batch)
         return batch
 
     def _start(self, step: int):
@@ -57,7 +58,6 @@ class BatchIterator(grain.DatasetIterator):
         ds = batches.to_iter_dataset(read)
         if self._workers:
             _make_grain_profiling_flag_readable()
-            _release_shared_memory_at_exit()
             options = grain.MultiprocessingOptions(
                 num_workers=self._workers, per_worker_buffer_size=max(self._prefetch, 1)
             )
@@ -88,24 +88,31 @@ class BatchIterator(grain.DatasetIterator):
             _wait_for_shared_memory_release()
 
 
+def _unlink_shared_memory(batch: dict[str, Any]) -> None:
+    """Removes the names of a delivered batch's shared-memory blocks at once; the mapping
+    stays valid until the last array using it is gone (POSIX), then the memory is freed.
+
+    grain unlinks a block only when its array is garbage-collected, on a background thread.
+    On CPU, jax.device_put aliases host arrays instead of copying them, so a jax array alive
+    at interpreter exit (a last batch, a cached argument) kept its block named past that
+    thread's end, and Python's resource tracker reported "leaked shared_memory objects".
+    """
+    for leaf in jax.tree.leaves(batch):
+        if isinstance(leaf, SharedMemoryArray) and leaf._unlink_on_del:
+            leaf.shm.unlink()
+            leaf._unlink_on_del = False  # grain's flag: unlink on delete
+
+
 def _wait_for_shared_memory_release() -> None:
-    """Batches from grain's worker processes live in shared memory, which grain releases on a
-    background thread when the batch is garbage-collected; a program that exits right after
-    its last batch leaves those releases undone, and Python then warns of "leaked
-    shared_memory objects". One no-op through the same single-thread pool runs after them."""
+    """Batches that grain's threads had received but not yet delivered when the iterator
+    closed are released on grain's background thread when dropped; a program that exits
+    right after would leave them undone (reported as leaked). One no-op through the same
+    single-thread pool runs after them."""
     pool = getattr(SharedMemoryArray, "_del_thread_pool", None)
     if pool is None or sys.is_finalizing():  # at exit the pool may be gone: never block there
         return
     gc.collect()  # batches caught in reference cycles queue their release now
     pool.apply_async(int).wait(timeout=10)
-
-
-@functools.cache
-def _release_shared_memory_at_exit() -> None:
-    """Batches still referenced when the iterator closes (the train loop's last batch, a
-    device prefetch buffer) queue their release only when dropped, often as the program ends;
-    waiting once more at exit, after they are gone, keeps those from leaking too."""
-    atexit.register(_wait_for_shared_memory_release)
 
 
 def _make_grain_profiling_flag_readable() -> None:
