@@ -7,7 +7,9 @@ The embedded digits, each resized so its side is drawn in 8-28 px (NaViT's resol
 tokens holding up to 8 images (``data.packing``; ``vit_jax/data/packed.py``), 32 sequences per
 step. The ViT pools each image on its own (``gap``, no class token) and takes its positions
 from fixed 2D sin-cos tables, which cover every grid. Evaluation is the ordinary fixed-size
-pipeline at 16 px. ``train/padding`` (the fraction of padding tokens) and ``train/images`` (images
+pipeline at 16 px (``eval/``) and, packed, each image within 16 patches (``native/``;
+``vit_jax/evaluators/packed.py``); ``configs/sweeps/navit.py`` draws accuracy against the
+budget. ``train/padding`` (the fraction of padding tokens) and ``train/images`` (images
 per step) are logged beside the loss.
 """
 
@@ -31,4 +33,7 @@ def get_config(arg: str | None = None):
     c.checkpoint_every_steps = 100
     c.log_every_steps = 20
     c.eval_batch_size = 128
+    # Also at native resolution: each eval image at 16 patches of 4 px, 4 per packed sequence.
+    c.evals.native = dict(kind="packed", max_tokens=16, max_images=4,
+                          pp="decode|resize_tokens(16, 4)|to_rgb|value_range(-1,1)|onehot(10)")
     return c

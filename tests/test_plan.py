@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import pytest
@@ -17,7 +18,9 @@ from flax import nnx
 
 from tests.helpers import tiny_config
 from vit_jax import plan as planner
-from vit_jax.config import base_config, build_model, model_config
+from vit_jax.config import base_config, build_model, load_config_file, model_config
+
+CONFIGS = Path(__file__).parent.parent / "configs"
 
 CLASSES, BATCH = 8, 64
 
@@ -167,3 +170,37 @@ def test_cli_config_swaps_the_variant_of_a_config_file():
     assert alone.model.variant == "H/14" and alone.model.image_size == 224
     with pytest.raises(ValueError, match="--variant"):
         planner.cli_config(None, None, None)
+
+
+def test_plans_packed_sequences_on_the_mesh():
+    """A step of packed sequences (NaViT): the batch is B x L patches whatever the image size,
+    its bytes are the packed layout's, and the analytic count follows XLA's."""
+    c = config(class_token=False, pool="map")
+    c.data.packing = dict(seq_len=48, max_images=4, patch_size=4)
+    r = planner.plan(c, dict(fsdp=8), BATCH, num_classes=CLASSES, search=False, flops=True)
+    assert r["tokens"] == 48 and r["packing"]["max_images"] == 4
+    per_device = BATCH // 8
+    # patches f32 (48 x 4*4*3), segment ids and (row, column) i32, image mask, labels f32
+    row = 48 * 48 * 4 + 48 * 4 + 48 * 2 * 4 + 4 + 4 * CLASSES * 4
+    assert r["base"]["batch_bytes"] == per_device * row
+    assert 0.85 < r["flops"]["analytic_over_xla"] < 1.15
+    unpacked = run(flops=True, class_token=False, pool="map")  # 16x16 images: 16 patches
+    assert r["flops"]["xla_total"] > 2.5 * unpacked["flops"]["xla_total"]  # 48 vs 16 tokens
+    assert "packed sequences of 48 patches (<= 4 images each)" in planner.format_plan(r)
+    c.model.class_token = True
+    with pytest.raises(ValueError, match="packed sequences need a ViT pooling each image: set "
+                                         "--config.model.class_token=False"):
+        planner.plan(c, dict(fsdp=8), BATCH, num_classes=CLASSES, search=False, flops=False)
+
+
+def test_cli_config_plans_a_packed_sequence_length():
+    alone = planner.cli_config(None, "B/16", None, seq_len=256)
+    assert dict(alone.data.packing) == dict(seq_len=256, max_images=8, patch_size=16)
+    assert alone.model.class_token is False and alone.model.pool == "map"  # NaViT's head
+    navit = planner.cli_config(load_config_file(CONFIGS / "navit.py"), None, None, seq_len=128)
+    assert dict(navit.data.packing)["seq_len"] == 128
+    assert dict(navit.data.packing)["max_images"] == 8  # the config's own
+    with pytest.raises(ValueError, match="--max_images plans packed sequences: give --seq_len"):
+        planner.cli_config(None, "B/16", None, max_images=4)
+    with pytest.raises(ValueError, match="--seq_len=0 must be a positive integer"):
+        planner.cli_config(None, "B/16", None, seq_len=0)

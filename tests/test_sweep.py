@@ -27,7 +27,8 @@ SHIPPED = [("patch_size", None), ("patch_size", "16"), ("patch_size", "32"),
            ("resolution", None), ("resolution", "smoke"), ("patch_size", "mnist:{mnist}"),
            ("pixel_tokens", "{mnist}"), ("posemb", "mnist:{mnist}"),
            ("vit_vs_cnn", "mnist:{mnist}"), ("vit_vs_cnn", "shapes"),
-           ("resolution", "mnist:{mnist}"), ("flexivit", None)]
+           ("resolution", "mnist:{mnist}"), ("flexivit", None), ("navit", None),
+           ("navit", "smoke")]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -170,6 +171,13 @@ def test_sweep_config_points_validate(name, arg, tmp_path, monkeypatch):
 
         assert Path(sweep.compare).is_file()
         configs = [sweep.base] + [eval_config(sweep.base, p) for p in sweep.patch_sizes]
+    elif sweep.kind == "native":
+        from vit_jax.sweep.native import eval_point
+
+        assert Path(sweep.compare).is_file()
+        configs = [sweep.base] + [eval_point(i, sweep, b).config
+                                  for i, b in enumerate(sweep.token_budgets)]
+        assert [c.evals.native.max_tokens for c in configs[1:]] == list(sweep.token_budgets)
     else:
         points = expand_points(sweep)
         assert all(p.config_error is None for p in points), [p.config_error for p in points]

@@ -166,23 +166,34 @@ def validate(config: mlc.ConfigDict):
         raise ValueError(f"config.model: {e}") from None
     if config.data.get("packing"):
         _check_packed_model(model, config)
+    for name, section in config.evals.items():
+        if section.get("kind") == "packed":
+            fixes = packed_model_fixes(model)
+            if fixes:
+                raise ValueError(f"config.evals.{name} (kind='packed') needs a ViT pooling "
+                                 f"each image of a sequence: set {' '.join(fixes)}")
     return info
 
 
-def _check_packed_model(model, config: mlc.ConfigDict) -> None:
-    """Packed training (data.packing) needs a ViT that pools each image of a sequence."""
+def packed_model_fixes(model) -> list[str]:
+    """The flags that make ``model`` take packed sequences (none: it does)."""
     from vit_jax.models.vit import VisionTransformer
 
     if not isinstance(model, VisionTransformer):
-        raise ValueError(f"data.packing trains ViTs; config.model.variant="
-                         f"{config.model.variant!r} is not one")
+        return ["--config.model.variant to a ViT's"]
     fixes = []
     if model.num_prefix:
         fixes.append("--config.model.class_token=False --config.model.num_registers=0")
     if model.pool not in ("gap", "map"):
         fixes.append("--config.model.pool=gap (or map)")
+    return fixes
+
+
+def _check_packed_model(model, config: mlc.ConfigDict) -> None:
+    """Packed training (data.packing) needs a ViT that pools each image of a sequence."""
+    fixes = packed_model_fixes(model)
     patch = config.data.packing.get("patch_size")
-    if tuple(model.patch_size) != (patch, patch):
+    if hasattr(model, "patch_size") and tuple(model.patch_size) != (patch, patch):
         fixes.append(f"--config.data.packing.patch_size={model.patch_size[0]} (the model's)")
     if fixes:
         raise ValueError("data.packing needs a ViT pooling each image of a sequence, with the "

@@ -58,8 +58,15 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vit_jax import sharding, train_state
-from vit_jax.config import FROM_VARIANT, base_config, build_model, model_config
+from vit_jax.config import (
+    FROM_VARIANT,
+    base_config,
+    build_model,
+    model_config,
+    packed_model_fixes,
+)
 from vit_jax.models import CNNS, count_params
+from vit_jax.models.variants import parse_variant
 from vit_jax.sizes import as_pair
 
 # Remat policies by how much they recompute (and, in the same order, how much they keep):
@@ -126,7 +133,8 @@ def num_classes_of(config: mlc.ConfigDict) -> int:
 # ----------------------------------------------------------------------------- FLOPs
 
 
-def analytic_flops(model: nnx.Module, batch: int, remat_policy: str = "none") -> dict:
+def analytic_flops(model: nnx.Module, batch: int, remat_policy: str = "none",
+                   packing: Mapping[str, int] | None = None) -> dict:
     """Training FLOPs of one step (forward + backward) by counting matmuls.
 
     A matmul of an (n, din) activation with a (din, dout) weight costs 2·n·din·dout forward and
@@ -142,12 +150,15 @@ def analytic_flops(model: nnx.Module, batch: int, remat_policy: str = "none") ->
     ``full`` adds 2·N·P_enc + 4·L·N²·D, ``dots_no_batch`` the attention matmuls 4·L·N²·D,
     ``dots`` only elementwise work (not counted). Elementwise ops (softmax, GELU, LayerNorm,
     AdamW) are left out: a few % of XLA's count at ViT widths, more for tiny test widths.
+    ``packing``: ``batch`` sequences of N = ``seq_len`` patches, each pooled into
+    ``max_images`` heads' inputs (the attention is computed over the whole sequence).
     """
     encoder = model.encoder
     width = model.patch_embed.kernel.shape[-1]
-    patches = math.prod(model.grid)
+    patches = packing["seq_len"] if packing else math.prod(model.grid)
     tokens = patches + model.num_prefix
     seen = {"encoder": tokens, "patch_embed": patches}
+    pooled = packing["max_images"] if packing else 1  # what the head sees per row
     per_image = 0
     matmul_params = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(
@@ -156,14 +167,14 @@ def analytic_flops(model: nnx.Module, batch: int, remat_policy: str = "none") ->
         if names[-1] != "kernel":
             continue
         size = math.prod(leaf.get_value().shape)
-        n = seen.get(names[0], 1)
+        n = seen.get(names[0], pooled)
         if names[0] == "map_head" and ("key" in names or "value" in names):
             n = tokens
         matmul_params += size
         per_image += 6 * n * size
     attention = 12 * encoder.depth * tokens**2 * width
     if model.map_head is not None:
-        attention += 12 * tokens * width
+        attention += 12 * pooled * tokens * width
     enc_params = sum(math.prod(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(
         nnx.state(encoder, nnx.Param)) if str(getattr(p[-1], "key", p[-1])) == "kernel")
     recompute = {"none": 0, "dots": 0,
@@ -244,7 +255,8 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
     h, w = model_image_size(config)
     channels = config.model.get("in_channels", 3)
     batch_s = sharding.batch_sharding(mesh)
-    inputs = train_state.abstract_batch(batch, (h, w, channels), num_classes, batch_s)
+    inputs = train_state.abstract_batch(batch, (h, w, channels), num_classes, batch_s,
+                                        packing=packing_of(config))
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, P()))
     lowered = step.lower(abstract_state, inputs, rng)
     t1 = time.perf_counter()
@@ -274,6 +286,12 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
         xla_flops_per_device=cost.flops,
         xla_flops_total=cost.flops * devices,
         lower_seconds=t1 - t0, compile_seconds=t2 - t1)
+
+
+def packing_of(config: mlc.ConfigDict) -> dict | None:
+    """``data.packing`` (a step of packed sequences) or None."""
+    packing = config.get("data", {}).get("packing")
+    return dict(packing) if packing else None
 
 
 def model_image_size(config: mlc.ConfigDict) -> tuple[int, int]:
@@ -368,6 +386,9 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
                      "time does not grow with depth; the loop form (scan=False) needs about as "
                      "much memory (B/16: scan +5% temp)")
     model = nnx.eval_shape(lambda: build_model(config, num_classes))
+    fixes = packed_model_fixes(model) if packing_of(config) else []
+    if fixes:
+        raise ValueError(f"packed sequences need a ViT pooling each image: set {' '.join(fixes)}")
 
     base = compile_step(config, mesh, batch, num_classes)
     base["fits"] = None if budget is None else base["peak_bytes"] <= budget
@@ -390,7 +411,8 @@ def plan(config: mlc.ConfigDict, mesh_cfg: Mapping[str, int], batch: int | None 
     result = dict(
         variant=config.model.variant, params=count_params(model),
         image_size=list(model_image_size(config)), num_classes=num_classes,
-        tokens=math.prod(model.grid) + model.num_prefix,
+        tokens=(packing_of(config) or {}).get("seq_len") or math.prod(model.grid) +
+        model.num_prefix, packing=packing_of(config),
         depth=depth, scan=bool(config.model.get("scan", False)),
         dtype=jnp.dtype(model.dtype).name if hasattr(model, "dtype") else "float32",
         backend=backend, mesh=sizes, devices=n_devices, batch=batch,
@@ -462,7 +484,7 @@ def _flops_report(config, mesh, batch, num_classes, base, model, probe_only=Fals
     t0 = time.perf_counter()
     total, method = xla_flops(config, mesh, batch, num_classes, None if probe_only else base)
     devices = math.prod(mesh.shape.values())
-    analytic = analytic_flops(model, batch, config.model.remat_policy)
+    analytic = analytic_flops(model, batch, config.model.remat_policy, packing_of(config))
     return dict(remat_policy=config.model.remat_policy, xla_total=total,
                 xla_per_device=total / devices, xla_method=method,
                 analytic_total=analytic["total"], analytic_over_xla=analytic["total"] / total,
@@ -503,8 +525,13 @@ def format_plan(r: dict) -> str:
     """A readable report: header, one row per compiled variant, FLOPs, verdict."""
     mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
     budget = r["device_memory"]
-    lines = [f"{r['variant']}  {r['params'] / 1e6:.1f}M params  "
-             f"{'x'.join(map(str, r['image_size']))}  {r['tokens']} tokens  depth {r['depth']}  "
+    size = "x".join(map(str, r["image_size"]))
+    if r.get("packing"):
+        size = (f"packed sequences of {r['tokens']} patches (<= "
+                f"{r['packing']['max_images']} images each)")
+    else:
+        size = f"{size}  {r['tokens']} tokens"
+    lines = [f"{r['variant']}  {r['params'] / 1e6:.1f}M params  {size}  depth {r['depth']}  "
              f"dtype {r['dtype']}",
              f"mesh {mesh} ({r['devices']} {r['backend']} devices)  batch {r['batch']} "
              f"({r['per_device_batch']}/device)  device memory {_size(budget)}"]
@@ -556,17 +583,25 @@ def format_plan(r: dict) -> str:
 
 
 def cli_config(config: mlc.ConfigDict | None, variant: str | None,
-               image_size: int | None) -> mlc.ConfigDict:
+               image_size: int | None, seq_len: int | None = None,
+               max_images: int | None = None) -> mlc.ConfigDict:
     """The config the CLI plans: a config file, ``--variant`` on it, or ``--variant`` alone.
 
     ``--variant`` on a config file swaps the ViT size and patch (width, depth, mlp_dim,
     num_heads, patch_size are reset to the variant's) and keeps the file's other model options
     (pool, posemb, dtype...); without a file it starts from ``base_config()`` at 224².
+    ``seq_len`` / ``max_images``: plan a step of packed sequences (NaViT, ``data.packing``)
+    of that many patches holding up to that many images (default: the config's packing, else
+    8 images); the model must pool each image (no class token; ``--variant`` alone gets
+    NaViT's MAP head).
     """
     if config is None and variant is None:
         raise ValueError("give --config=configs/NAME.py, --variant=H/14, or both")
     if config is None:
-        return variant_config(variant, image_size or 224)
+        config = variant_config(variant, image_size or 224)
+        if seq_len or max_images:  # NaViT's head: attention pooling per image, no class token
+            config.model.update(class_token=False, pool="map")
+        return _packed(config, seq_len, max_images)
     config = copy.deepcopy(config)
     if variant is not None:
         config.model.variant = variant
@@ -574,6 +609,27 @@ def cli_config(config: mlc.ConfigDict | None, variant: str | None,
             config.model[key] = None
     if image_size is not None:
         config.model.image_size = image_size
+    return _packed(config, seq_len, max_images)
+
+
+def _packed(config: mlc.ConfigDict, seq_len: int | None, max_images: int | None
+            ) -> mlc.ConfigDict:
+    packing = dict(packing_of(config) or {})
+    if seq_len is None and max_images is None:
+        return config
+    for name, value in (("seq_len", seq_len), ("max_images", max_images)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{name}={value} must be a positive integer")
+    packing["seq_len"] = seq_len or packing.get("seq_len")
+    if packing["seq_len"] is None:
+        raise ValueError("--max_images plans packed sequences: give --seq_len too")
+    packing["max_images"] = max_images or packing.get("max_images") or 8
+    model = config.model
+    patch = as_pair(model.patch_size or parse_variant(model.variant).get("patch_size"),
+                    "model.patch_size")
+    packing["patch_size"] = patch[0]
+    with config.unlocked():
+        config.data.packing = packing
     return config
 
 
@@ -592,6 +648,10 @@ def _cli() -> None:
                                   "base_config() at 224) or replacing the --config's variant.")
     image_size = flags.DEFINE_integer("image_size", None, "Image size (default: the config's; "
                                       "224 with --variant alone).")
+    seq_len = flags.DEFINE_integer("seq_len", None, "Plan packed sequences (NaViT) of this "
+                                   "many patches (default: the config's data.packing).")
+    max_images = flags.DEFINE_integer("max_images", None, "Images per packed sequence "
+                                      "(default: the config's data.packing, else 8).")
     classes = flags.DEFINE_integer("num_classes", None, "Classes (default: the config's "
                                    "onehot(K), else its data; 1000 with --variant alone).")
     mesh_flag = flags.DEFINE_string("mesh", None, "e.g. fsdp=8,tensor=1 (default: config.mesh).")
@@ -606,7 +666,8 @@ def _cli() -> None:
 
     def main(argv: list[str]) -> None:
         try:
-            config = cli_config(config_flag.value, variant.value, image_size.value)
+            config = cli_config(config_flag.value, variant.value, image_size.value,
+                                seq_len.value, max_images.value)
             num_classes = classes.value or (1000 if config_flag.value is None else None)
             mesh_cfg = parse_mesh(mesh_flag.value) if mesh_flag.value else dict(config.mesh)
             if any(v == -1 for v in mesh_cfg.values()):

@@ -65,13 +65,21 @@ def train_step(graphdef: Any, optim_cfg: Mapping[str, Any],
 
 
 def abstract_batch(batch: int, image_shape: tuple[int, ...], num_classes: int,
-                   sharding: Any = None) -> dict[str, jax.ShapeDtypeStruct]:
+                   sharding: Any = None, packing: Any = None) -> dict[str, jax.ShapeDtypeStruct]:
     """The shapes of what the train step reads from a batch (the pipeline's batches also hold
-    the integer ``label``, which jit drops as unused)."""
-    def spec(shape):
-        return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
+    the integer ``label``, which jit drops as unused). With ``packing`` (``data.packing``):
+    ``batch`` packed sequences of ``seq_len`` patches holding up to ``max_images`` images."""
+    def spec(shape, dtype=jnp.float32):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
-    return {"image": spec((batch, *image_shape)), "labels": spec((batch, num_classes))}
+    if not packing:
+        return {"image": spec((batch, *image_shape)), "labels": spec((batch, num_classes))}
+    length, k, p = packing["seq_len"], packing["max_images"], packing["patch_size"]
+    return {"patches": spec((batch, length, p * p * image_shape[-1])),
+            "segment_ids": spec((batch, length), jnp.int32),
+            "positions": spec((batch, length, 2), jnp.int32),
+            "image_mask": spec((batch, k), jnp.bool_),
+            "labels": spec((batch, k, num_classes))}
 
 
 @dataclasses.dataclass(frozen=True)

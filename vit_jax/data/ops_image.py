@@ -284,6 +284,38 @@ class ResizeNative:
         return tuple(max(m, round(d * scale / m) * m) for d in hw)
 
 
+@register("resize_tokens")
+class ResizeTokens:
+    """An image at its own aspect ratio cut into at most `max_tokens` patches of `patch` px:
+    the largest grid (rows, cols) = (ceil(h·s), ceil(w·s)) of any one scale s within the budget
+    (NaFlex's rule; big_vision finds s by bisection, here the grids are enumerated exactly).
+    NaViT's evaluation at a sequence-length budget per image: small images are enlarged to
+    the budget, large ones shrunk; a very long image is clipped to one row or column."""
+
+    def __init__(self, max_tokens: int, patch: int, method: str = "bilinear"):
+        for name, value in (("max_tokens", max_tokens), ("patch", patch)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"resize_tokens: {name} must be an int >= 1, got {value!r}")
+        self.max_tokens, self.patch = max_tokens, patch
+        self.method = _method(method, "resize_tokens")
+
+    def __call__(self, example, rng=None):
+        image = example["image"]
+        return {**example, "image": resize_image(image, self.size(image.shape[:2]),
+                                                 self.method)}
+
+    def size(self, hw: tuple[int, int]) -> tuple[int, int]:
+        h, w = hw
+        best = (1, 1)
+        for rows in range(1, self.max_tokens + 1):
+            # the scales with ceil(h*s) == rows give ceil(w*s) in [fewest, most]
+            fewest, most = w * (rows - 1) // h + 1, -(-w * rows // h)
+            cols = min(most, self.max_tokens // rows)
+            if cols >= fewest and rows * cols > best[0] * best[1]:
+                best = (rows, cols)
+        return best[0] * self.patch, best[1] * self.patch
+
+
 @register("flip_lr")
 class FlipLR:
     """Mirror left-right with probability `p`."""

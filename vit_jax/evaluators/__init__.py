@@ -16,11 +16,12 @@ import ml_collections as mlc
 from ml_collections.config_dict import placeholder
 
 from vit_jax.checks import is_int
-from vit_jax.evaluators import classification, fewshot, linear_probe
+from vit_jax.evaluators import classification, fewshot, linear_probe, packed
 from vit_jax.evaluators.section import section_data
 from vit_jax.evaluators.view import ModelView
 
-KINDS = {"classification": classification, "fewshot": fewshot, "linear_probe": linear_probe}
+KINDS = {"classification": classification, "fewshot": fewshot, "linear_probe": linear_probe,
+         "packed": packed}
 SECTION_KEYS = ("kind", "every_steps", "batch_size")  # every kind's; each adds its own KEYS
 
 

@@ -6,9 +6,10 @@ A sweep config (``configs/sweeps/*.py``) returns ``base`` (a full experiment con
 ``points`` (flat deltas like ``{"model.patch_size": 8}``), optionally ``seeds`` (every point
 once per seed) and a ``budget`` (equal steps or equal FLOPs); ``runner`` trains every run in its
 own workdir: ``points`` (deltas, records, progress), ``grid`` (train, measure, evaluate each
-point) or ``resolution`` (one checkpoint at other resolutions), chosen by the config's ``kind``
-in ``runner``; ``measure`` adds parameters / tokens / FLOPs / memory / throughput, ``report``
-writes results.{json,csv,md} and plots.
+point), ``resolution`` (one checkpoint at other resolutions), ``flexi`` (one FlexiViT checkpoint
+at every patch size) or ``native`` (one packed checkpoint at every token budget), chosen by
+the config's ``kind`` in ``runner``; ``measure`` adds parameters / tokens / FLOPs / memory /
+throughput, ``report`` writes results.{json,csv,md} and plots.
 """
 
 from __future__ import annotations
@@ -87,6 +88,20 @@ def flexi_sweep_config(name: str, base: mlc.ConfigDict, **options) -> mlc.Config
     return c
 
 
+def native_sweep_config(name: str, base: mlc.ConfigDict, **options) -> mlc.ConfigDict:
+    """The native-resolution sweep (``vit_jax.sweep.native``): one packed-trained model at
+    many token budgets per image."""
+    c = sweep_config(name, base, [])
+    c.kind = "native"
+    c.init_from = placeholder(str)  # a packed run's workdir or checkpoint; None: train ``base``
+    c.token_budgets = [4, 9, 16, 25, 36, 49, 64]
+    c.max_images = 4  # images per packed eval sequence
+    c.pp = "decode|resize_tokens({max_tokens}, {patch})|value_range(-1,1)|onehot(10)"
+    c.compare = placeholder(str)  # a resolution sweep's results.json to draw beside it
+    _set_options(c, options)
+    return c
+
+
 def _set_options(c: mlc.ConfigDict, options: dict) -> None:
     unknown = sorted(set(options) - set(c.keys()))
     if unknown:
@@ -120,5 +135,5 @@ def __getattr__(name: str):  # these import jax and the trainer: only when used
 
 
 __all__ = ["DEFAULT_PLOTS", "DEFAULT_TABLE", "expand_points", "flatten", "flexi_sweep_config",
-           "point_name",
+           "native_sweep_config", "point_name",
            "resolution_sweep_config", "run_sweep", "sweep_config"]

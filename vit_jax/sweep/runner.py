@@ -7,10 +7,10 @@ from pathlib import Path
 import ml_collections as mlc
 
 from vit_jax.paths import absolute
-from vit_jax.sweep import flexi, grid, resolution
+from vit_jax.sweep import flexi, grid, native, resolution
 
 # kind -> module with ``run(sweep, workdir) -> records``
-KINDS = {"grid": grid, "resolution": resolution, "flexi": flexi}
+KINDS = {"grid": grid, "resolution": resolution, "flexi": flexi, "native": native}
 
 
 def run_sweep(sweep: mlc.ConfigDict, workdir: str | Path) -> list[dict]:
