@@ -65,7 +65,7 @@ def arm_step(batches: list[dict], steps: int, model: dict):
 
     from vit_jax import train_state
     from vit_jax.models import create_model
-    from vit_jax.train_step import PACKED_INPUT
+    from vit_jax.packing import MODEL_KEYS
 
     create = train_state.state_factory(
         lambda: create_model("mu/8", num_classes=1000, **model),
@@ -75,8 +75,8 @@ def arm_step(batches: list[dict], steps: int, model: dict):
                                                          schedule="constant",
                                                          total_steps=10_000)),
                    donate_argnums=0)
-    keys = (*PACKED_INPUT, "labels")
-    device_batches = [jax.device_put({k: b[k] for k in keys}) for b in batches]
+    keys = (*MODEL_KEYS, "labels")
+    device_batches = [jax.device_put({k: b[k] for k in keys if k in b}) for b in batches]
     rng = jax.random.PRNGKey(0)
     holder = {"state": state, "i": 0}
 

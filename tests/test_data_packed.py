@@ -72,6 +72,8 @@ def test_every_example_once_per_epoch_none_split_sequences_within_bounds():
                 pos = b["positions"][s][seg == slot]
                 rows, cols = pos[:, 0].max() + 1, pos[:, 1].max() + 1
                 assert len(pos) == rows * cols
+                assert (b["grids"][s][seg == slot] == (rows, cols)).all()  # its grid, each token
+            assert not b["grids"][s][seg == 0].any()
         padding.append(np.mean(b["segment_ids"] == 0))
     assert np.mean(padding) < 0.10  # the bin-packing leaves under 10% padding here
 
@@ -98,9 +100,10 @@ def test_token_drop_keeps_a_subset_of_each_images_patches():
     it = build_train_iterator(cfg, batch_size=4, seed=0)
     full = build_train_iterator(packed_config(), batch_size=4, seed=0)
     for local in range(30):
-        patches, positions, _ = it.tokens(local)
-        all_patches, all_positions, _ = full.tokens(local)
+        patches, positions, _, grid = it.tokens(local)
+        all_patches, all_positions, _, full_grid = full.tokens(local)
         n = len(all_patches)
+        assert grid == full_grid and grid[0] * grid[1] == n  # the whole image's grid
         assert max(1, round(0.25 * n)) <= len(patches) <= n
         index = [np.flatnonzero((all_positions == p).all(1))[0] for p in positions]
         assert np.all(np.diff(index) > 0)  # a subset, in grid order

@@ -38,6 +38,7 @@ def test_packing_never_splits_or_loses_an_image():
         np.testing.assert_array_equal(got.transpose(0, 2, 1, 3, 4).reshape(im.shape), im)
         rows, cols = batch["positions"][seq][tokens].T
         np.testing.assert_array_equal(rows * gw + cols, np.arange(gh * gw))
+        assert (batch["grids"][seq][tokens] == (gh, gw)).all()
         assert batch["image_mask"][seq, slot] and batch["labels"][seq, slot] == i
     assert batch["image_mask"].sum() == len(ims)
     assert (batch["segment_ids"] > 0).sum() == sum(h * w // 16 for h, w in SHAPES)
@@ -99,6 +100,57 @@ def test_learned_positions_equal_the_ordinary_path_on_the_models_grid():
     packed = np.asarray(model(batch))
     for ref, (seq, slot) in zip(per_image_logits(model, ims), placement, strict=True):
         np.testing.assert_allclose(packed[seq, slot], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("posemb", ["factorized", "factorized_fractional"])
+def test_factorized_positions_equal_the_ordinary_path_for_every_grid(posemb):
+    """NaViT's factorised tables: packed images of six grids (up to 6x4) give each image's
+    ordinary logits; absolute positions index the tables' first rows, fractional ones scale
+    each coordinate by its image's side (floor(i*G/g)) so every grid spans the tables."""
+    model = create_model("mu/4", image_size=24, posemb=posemb, **TINY)  # 6x6 tables
+    pe = model.posemb
+    assert pe.pos_embedding_row.shape == (6, 32) and pe.pos_embedding_col.shape == (6, 32)
+    assert pe.max_grid == ((6, 6) if posemb == "factorized" else None)
+    ims = images()
+    batch, placement = pack_images(ims, patch_size=4, seq_len=32, max_images=3,
+                                   max_grid=pe.max_grid)
+    packed = np.asarray(model(batch))
+    for ref, (seq, slot) in zip(per_image_logits(model, ims), placement, strict=True):
+        np.testing.assert_allclose(packed[seq, slot], ref, atol=1e-5, rtol=1e-5)
+    # The table rows each token gets, by hand: a 2x3 grid (image 3 is 8x8: 2x2; use 8x12).
+    rows, cols = pe.pos_embedding_row[...], pe.pos_embedding_col[...]
+    got = np.asarray(pe(grid=(2, 3)))[0]
+    r_index, c_index = ([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2])
+    if posemb == "factorized_fractional":
+        r_index, c_index = ([0, 0, 0, 3, 3, 3], [0, 2, 4, 0, 2, 4])  # i*6//2, j*6//3
+    np.testing.assert_allclose(got, np.asarray(rows)[r_index] + np.asarray(cols)[c_index])
+
+
+def test_fractional_positions_cover_grids_beyond_the_tables_and_absolute_ones_refuse():
+    fractional = create_model("mu/4", image_size=8, posemb="factorized_fractional", **TINY)
+    assert np.isfinite(np.asarray(fractional(jnp.zeros((1, 40, 12, 3))))).all()  # 10x3 on 2x2
+    absolute = create_model("mu/4", image_size=8, posemb="factorized", **TINY)
+    with pytest.raises(ValueError, match=r"a 10x3 patch grid is beyond the factorized position "
+                                         r"tables \(2x2\); use posemb='factorized_fractional'"):
+        absolute(jnp.zeros((1, 40, 12, 3)))
+    batch, _ = pack_images(images()[:1], patch_size=4, seq_len=32, max_images=1)
+    with pytest.raises(ValueError, match="fractional positions need each token's image grid"):
+        fractional({k: v for k, v in batch.items() if k != "grids"})
+
+
+def test_factorized_tables_are_not_decayed_and_follow_a_new_patch_size():
+    from vit_jax.models.flexi import change_patch_size
+    from vit_jax.optim import decay_mask
+
+    model = create_model("mu/4", image_size=16, posemb="factorized", **TINY)
+    mask = nnx.to_pure_dict(decay_mask(nnx.state(model, nnx.Param)))
+    assert mask["posemb"] == {"pos_embedding_row": False, "pos_embedding_col": False}
+    smaller = change_patch_size(model, 8)  # 4x4 grid -> 2x2: each table resampled linearly
+    assert smaller.posemb.max_grid == (2, 2)
+    assert smaller.posemb.pos_embedding_row.shape == (2, 32)
+    np.testing.assert_allclose(  # linear resize of 4 rows to 2 averages neighbouring pairs
+        smaller.posemb.pos_embedding_row[...],
+        model.posemb.pos_embedding_row[...].reshape(2, 2, 32).mean(1), atol=1e-6)
 
 
 def test_packed_gradients_equal_the_per_image_losses():

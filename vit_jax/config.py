@@ -201,11 +201,11 @@ def _check_packed_model(model, config: mlc.ConfigDict) -> None:
 
 
 def packed_max_grid(config: mlc.ConfigDict, num_classes: int) -> tuple[int, int] | None:
-    """The largest patch grid a packed image may have: the learned position table's (None for
-    sincos2d or no positions, which cover any grid, and without data.packing)."""
+    """The largest patch grid a packed image may have: the learned position tables' (None for
+    sincos2d, fractional or no positions, which cover any grid, and without data.packing)."""
     if not config.data.get("packing"):
         return None
     from flax import nnx
 
     model = nnx.eval_shape(lambda: build_model(config, num_classes))
-    return tuple(model.grid) if model.posemb.kind == "learn" else None
+    return model.posemb.max_grid

@@ -217,13 +217,18 @@ def _resize(model: VisionTransformer, image: tuple[int, int],
     old = model
     kernel = old.patch_embed.kernel.shape
     table = old.posemb.pos_embedding.shape if old.posemb.kind == "learn" else None
+    if old.posemb.kind == "factorized":
+        table = old.posemb.max_grid
     model = change_patch_size(old, patch, image_size=image)
     changes = [f"image_size: {_hw(old.image_size)} -> {_hw(image)} "
                f"(grid {_hw(old.grid)} -> {_hw(model.grid)})"]
     if patch != old.patch_size:
         changes.append(f"patch: {_hw(old.patch_size)} -> {_hw(patch)} via FlexiViT PI-resize "
                        f"(kernel {_shape(kernel)} -> {_shape(model.patch_embed.kernel.shape)})")
-    if model.grid != old.grid and table is not None:
+    if model.grid != old.grid and old.posemb.kind == "factorized":
+        changes.append(f"posemb: factorized tables {_hw(table)} -> {_hw(model.posemb.max_grid)}"
+                       " via linear resampling")
+    elif model.grid != old.grid and table is not None:
         changes.append(f"posemb: {_shape(table)} -> {_shape(model.posemb.pos_embedding.shape)}"
                        f" via {model.posemb.resample_method}")
     elif model.grid != old.grid and model.posemb.kind == "sincos2d":

@@ -31,7 +31,8 @@ from vit_jax.tree import path_names
 
 # Parameters whose path contains one of these names are never weight-decayed: they are
 # embeddings/queries whose scale carries meaning (big_vision and timm exclude them too).
-NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "cls_token", "reg_tokens", "probe")
+NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "pos_embedding_row", "pos_embedding_col",
+                                   "cls_token", "reg_tokens", "probe")
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "rsqrt", "constant")

@@ -12,6 +12,8 @@ The packed batch (B sequences, L = ``seq_len``, K = ``max_images``):
   flattened in (row, column, channel) order (``models.patch_embed.patchify``'s), zeros for padding;
 - ``segment_ids`` (B, L) int32: 1..K for the image slot a token belongs to, 0 for padding;
 - ``positions`` (B, L, 2) int32: (row, column) of each token in its own image's patch grid;
+- ``grids`` (B, L, 2) int32: (rows, columns) of that grid (0 for padding): what fractional
+  position embeddings scale by (token dropping keeps the whole image's grid);
 - ``image_mask`` (B, K) bool: which slots hold an image;
 - ``labels`` (B, K, ...) when ``labels`` are given (zeros in empty slots).
 """
@@ -22,7 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-KEYS = ("patches", "segment_ids", "positions", "image_mask")
+KEYS = ("patches", "segment_ids", "positions", "image_mask")  # what makes a batch packed
+MODEL_KEYS = (*KEYS, "grids")  # what the model reads of it
 
 
 def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, int],
@@ -91,6 +94,7 @@ def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, in
     batch = {"patches": np.zeros((b, seq_len, ph * pw * c), np.float32),
              "segment_ids": np.zeros((b, seq_len), np.int32),
              "positions": np.zeros((b, seq_len, 2), np.int32),
+             "grids": np.zeros((b, seq_len, 2), np.int32),
              "image_mask": np.zeros((b, max_images), bool)}
     fill = [0] * b
     for a, (gh, gw), (seq, slot) in zip(arrays, grids, placement, strict=True):
@@ -100,6 +104,7 @@ def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, in
         batch["patches"][seq, start:start + n] = patches
         batch["segment_ids"][seq, start:start + n] = slot + 1
         batch["positions"][seq, start:start + n] = positions
+        batch["grids"][seq, start:start + n] = (gh, gw)
         batch["image_mask"][seq, slot] = True
         fill[seq] += n
     if labels is not None:

@@ -78,6 +78,7 @@ def abstract_batch(batch: int, image_shape: tuple[int, ...], num_classes: int,
     return {"patches": spec((batch, length, p * p * image_shape[-1])),
             "segment_ids": spec((batch, length), jnp.int32),
             "positions": spec((batch, length, 2), jnp.int32),
+            "grids": spec((batch, length, 2), jnp.int32),
             "image_mask": spec((batch, k), jnp.bool_),
             "labels": spec((batch, k, num_classes))}
 

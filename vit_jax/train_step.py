@@ -15,6 +15,7 @@ import optax
 from flax import nnx
 
 from vit_jax import optim
+from vit_jax.packing import MODEL_KEYS
 
 Array = jax.Array
 
@@ -24,7 +25,6 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels).mean()
 
 
-PACKED_INPUT = ("patches", "segment_ids", "positions", "image_mask")
 
 
 def packed_loss_and_accuracy(logits: Array, labels: Array, mask: Array) -> tuple[Array, Array]:
@@ -48,7 +48,7 @@ def make_train_step(graphdef, *, grad_accum_steps: int = 1,
 
     def loss_fn(model, batch, key):
         if "patches" in batch:  # packed (data.packing): per-image logits (B, K, classes)
-            logits = model({k: batch[k] for k in PACKED_INPUT}, train=True, rng=key)
+            logits = model({k: batch[k] for k in MODEL_KEYS if k in batch}, train=True, rng=key)
             return packed_loss_and_accuracy(logits, batch["labels"], batch["image_mask"])
         logits = model(batch["image"], train=True, rng=key, **flexi)
         loss = cross_entropy(logits, batch["labels"])

@@ -2,7 +2,8 @@
 
 ``data.packing = dict(seq_len=L, max_images=K, patch_size=p, token_drop=0.0, lookahead=None)``
 turns the train iterator into one of packed batches (``vit_jax.packing``'s layout: ``patches``
-(B, L, p·p·C), ``segment_ids``, ``positions``, ``image_mask`` (B, K), ``labels`` (B, K, classes))
+(B, L, p·p·C), ``segment_ids``, ``positions``, ``grids``, ``image_mask`` (B, K), ``labels``
+(B, K, classes))
 with B = the per-process batch size in *sequences*. The train pp gives each image its own size
 (e.g. ``decode|resize_native(16, 48, multiple=8)|value_range(-1,1)|onehot(10)``: the longer side
 drawn per image, aspect ratio kept, whole patches); ``token_drop=r`` keeps a random subset of
@@ -97,9 +98,9 @@ class PackedTrainIterator:
 
     # ------------------------------------------------------------------ examples
 
-    def tokens(self, local: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(patches (n, p·p·C), positions (n, 2), one-hot labels) of this process's
-        ``local``-th example of the stream, after its pp and token dropping."""
+    def tokens(self, local: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """(patches (n, p·p·C), positions (n, 2), one-hot labels, its whole patch grid) of
+        this process's ``local``-th example of the stream, after its pp and token dropping."""
         if local in self._made:
             return self._made[local]
         position = local * self.process[1] + self.process[0]
@@ -128,7 +129,7 @@ class PackedTrainIterator:
             keep = max(1, round(gh * gw * (1 - rng.uniform(0, self.token_drop))))
             kept = np.sort(rng.choice(gh * gw, keep, replace=False))
             patches, positions = patches[kept], positions[kept]
-        return patches, positions, example["labels"]
+        return patches, positions, example["labels"], (gh, gw)
 
     # ------------------------------------------------------------------ packing
 
@@ -167,15 +168,17 @@ class PackedTrainIterator:
         batch = {"patches": np.zeros((b, length, dim), np.float32),
                  "segment_ids": np.zeros((b, length), np.int32),
                  "positions": np.zeros((b, length, 2), np.int32),
+                 "grids": np.zeros((b, length, 2), np.int32),
                  "image_mask": np.zeros((b, k), bool),
                  "labels": np.zeros((b, k, self.num_classes), np.float32)}
         fill = [0] * b
         for local, seq, slot in placed:
-            patches, positions, labels = made[local]
+            patches, positions, labels, grid = made[local]
             n, start = len(patches), fill[seq]
             batch["patches"][seq, start:start + n] = patches
             batch["segment_ids"][seq, start:start + n] = slot + 1
             batch["positions"][seq, start:start + n] = positions
+            batch["grids"][seq, start:start + n] = grid
             batch["image_mask"][seq, slot] = True
             batch["labels"][seq, slot] = labels
             fill[seq] += n

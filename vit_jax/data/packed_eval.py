@@ -80,6 +80,7 @@ class PackedEvalBatches:
         return {"patches": np.zeros((b, length, self.patch_dim), np.float32),
                 "segment_ids": np.zeros((b, length), np.int32),
                 "positions": np.zeros((b, length, 2), np.int32),
+                "grids": np.zeros((b, length, 2), np.int32),
                 "image_mask": np.zeros((b, k), bool),
                 "labels": np.zeros((b, k, self.split.num_classes), np.float32),
                 "index": np.full((b, k), -1, np.int32)}

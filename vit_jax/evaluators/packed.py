@@ -51,7 +51,7 @@ class PackedClassification:
         if ph != pw:
             raise ValueError(f"{self.prefix}: packed evaluation needs square patches, the "
                              f"model's are {ph}x{pw}")
-        grid = tuple(model.grid) if model.posemb.kind == "learn" else None
+        grid = model.posemb.max_grid
         if self._batches is None or self._batches[0] != (ph, grid):
             procs = jax.process_count()
             self._batches = ((ph, grid), PackedEvalBatches(

@@ -93,6 +93,12 @@ def change_patch_size(model: nnx.Module, new_patch: int | Sequence[int], *,
                                 num_prefix_tokens=pe.num_prefix,
                                 method=posemb_method or pe.resample_method)
         pe.pos_embedding.set_value(table)
+    if pe.kind == "factorized" and tuple(pe.grid) != new_grid:  # fractional: any grid fits
+        for table, length in ((pe.pos_embedding_row, new_grid[0]),
+                              (pe.pos_embedding_col, new_grid[1])):
+            values = table[...]
+            table.set_value(jax.image.resize(values, (length, values.shape[1]), "linear",
+                                             antialias=False))
     pe.grid = new_grid
     return out
 

@@ -1,4 +1,11 @@
-"""Position embeddings: learned, fixed 2D sine-cosine, or none.
+"""Position embeddings: learned, fixed 2D sine-cosine, factorised learned, or none.
+
+``factorized`` (NaViT's choice): one learned table per axis, rows (G_h, D) and columns
+(G_w, D), a patch at (row, column) getting the sum of its row's and its column's embedding;
+an image's grid must fit the tables. ``factorized_fractional``: each coordinate is first taken
+as a fraction of its image's side and scaled to the table, index = floor(i·G / g), so every
+grid of any size and aspect ratio spans the whole tables (NaViT's fractional coordinates).
+Neither has rows for class/register tokens (big_vision's layout, below).
 
 Two layouts exist in the checkpoints people use: the original ViT and timm add one table that
 covers the prefix (class) tokens *and* the patches; big_vision adds a table over the patches only,
@@ -15,7 +22,8 @@ from flax import nnx
 from vit_jax.models.resample import DEFAULT_METHOD, check_method, resample_posemb
 
 Array = jax.Array
-KINDS = ("learn", "sincos2d", "none")
+KINDS = ("learn", "sincos2d", "none", "factorized", "factorized_fractional")
+FACTORIZED = ("factorized", "factorized_fractional")
 
 
 def sincos2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
@@ -60,8 +68,17 @@ class PositionEmbedding(nnx.Module):
         self.kind = kind
         self.grid = tuple(grid)
         self.width = width
+        includes_prefix = includes_prefix and kind not in FACTORIZED  # no prefix rows there
         self.num_prefix = num_prefix if includes_prefix else 0
         self.includes_prefix = includes_prefix
+        if kind in FACTORIZED:
+            init = nnx.initializers.normal(stddev=0.02)
+            self.pos_embedding_row = nnx.Param(init(rngs.params(), (grid[0], width),
+                                                    jnp.float32),
+                                               logical_axes=("tokens", "embed"))
+            self.pos_embedding_col = nnx.Param(init(rngs.params(), (grid[1], width),
+                                                    jnp.float32),
+                                               logical_axes=("tokens", "embed"))
         if kind == "sincos2d":
             sincos2d(*grid, width)  # validate the width now, not at the first call
         if kind == "learn":
@@ -70,9 +87,29 @@ class PositionEmbedding(nnx.Module):
             self.pos_embedding = nnx.Param(init(rngs.params(), (1, length, width), jnp.float32),
                                            logical_axes=(None, "tokens", "embed"))
 
+    @property
+    def max_grid(self) -> tuple[int, int] | None:
+        """The largest (rows, columns) grid ``at`` covers: a learned table's (or factorised
+        tables' lengths); None where any grid works (sincos2d, fractional, none)."""
+        if self.kind == "learn":
+            return self.grid
+        if self.kind == "factorized":
+            return self.pos_embedding_row.shape[0], self.pos_embedding_col.shape[0]
+        return None
+
     def __call__(self, grid: tuple[int, int]) -> Array | None:
         if self.kind == "none":
             return None
+        if self.kind in FACTORIZED:
+            bound = self.max_grid
+            if bound is not None and (grid[0] > bound[0] or grid[1] > bound[1]):
+                raise ValueError(f"a {grid[0]}x{grid[1]} patch grid is beyond the factorized "
+                                 f"position tables ({bound[0]}x{bound[1]}); use "
+                                 "posemb='factorized_fractional' or a larger model.image_size")
+            rows, cols = np.mgrid[:grid[0], :grid[1]]
+            sides = np.broadcast_to(np.asarray(grid), (*rows.shape, 2))
+            positions = jnp.asarray(np.stack([rows, cols], -1).reshape(-1, 2))
+            return self.at(positions, max_side=max(grid), grids=sides.reshape(-1, 2))[None]
         if self.kind == "sincos2d":
             table = jnp.asarray(sincos2d(*grid, self.width))[None]
             if self.num_prefix:
@@ -83,15 +120,26 @@ class PositionEmbedding(nnx.Module):
         return resample_posemb(self.pos_embedding[...], tuple(grid), old_grid=self.grid,
                                num_prefix_tokens=self.num_prefix, method=self.resample_method)
 
-    def at(self, positions: Array, max_side: int) -> Array | None:
+    def at(self, positions: Array, max_side: int, grids: Array | None = None) -> Array | None:
         """The embedding of each token at (row, column) ``positions`` (..., 2), for packed
         sequences (``vit_jax.packing``): the row the per-image table of any grid holds for that
         patch. ``sincos2d`` is exact for every grid; a learned table covers the model's grid
         only (``pack_images(max_grid=...)`` checks that on the host). ``max_side``: a bound on
-        any row or column (the sequence length)."""
+        any row or column (the sequence length). ``grids`` (..., 2): each token's image grid
+        (rows, columns), which fractional coordinates need."""
         if self.kind == "none":
             return None
         rows, cols = positions[..., 0], positions[..., 1]
+        if self.kind in FACTORIZED:
+            row_table, col_table = self.pos_embedding_row[...], self.pos_embedding_col[...]
+            if self.kind == "factorized_fractional":
+                if grids is None:
+                    raise ValueError("fractional positions need each token's image grid "
+                                     "('grids', as pack_images gives)")
+                grids = jnp.maximum(jnp.asarray(grids), 1)  # padding tokens: any valid row
+                rows = rows * row_table.shape[0] // grids[..., 0]
+                cols = cols * col_table.shape[0] // grids[..., 1]
+            return row_table[rows] + col_table[cols]
         if self.kind == "sincos2d":
             axis = jnp.asarray(sincos_axis(max_side, self.width))
             return jnp.concatenate([axis[cols], axis[rows]], axis=-1)

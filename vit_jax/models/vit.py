@@ -149,7 +149,9 @@ class VisionTransformer(nnx.Module):
             raise ValueError(f"packed input pools each image with pool='gap' or 'map'; this "
                              f"model has pool={self.pool!r}")
         x = self.patch_embed.embed_patches(jnp.asarray(packed["patches"]).astype(self.dtype))
-        pe = self.posemb.at(jnp.asarray(packed["positions"]), max_side=x.shape[1])
+        grids = packed.get("grids")
+        pe = self.posemb.at(jnp.asarray(packed["positions"]), max_side=x.shape[1],
+                            grids=None if grids is None else jnp.asarray(grids))
         if pe is not None:
             x = x + pe.astype(x.dtype)
         return constrain(x, ("batch", None, None))
