@@ -175,7 +175,8 @@ def test_native_sweep_trains_once_and_draws_accuracy_against_the_token_budget(tm
 
     base = tiny_config(total_steps=4, eval_every_steps=4, checkpoint_every_steps=4,
                        **{"optim.warmup_steps": 1})
-    base.model.update(class_token=False, pool="gap", posemb="sincos2d")
+    # NaViT's fractional factorised positions: trained, checkpointed, reloaded, evaluated.
+    base.model.update(class_token=False, pool="gap", posemb="factorized_fractional")
     base.data.pp_train = "decode|resize_native(4, 16, multiple=4)|value_range(-1,1)|onehot(10)"
     base.data.packing = {"seq_len": 32, "max_images": 6, "patch_size": 4}
     fixed = Path(__file__).parent.parent / "docs" / "results" / "resolution" / "results.json"
