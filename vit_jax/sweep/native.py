@@ -163,6 +163,9 @@ def _plot(evals: list[dict], others: list[tuple[float, dict]], path: Path, title
         ax.plot([n for n, _ in others], [o["accuracy"] for _, o in others], "s--",
                 label="fixed-resolution ViT, positions resampled")
     ax.set_xscale("log")
+    ticks = sorted({r["max_tokens"] for r in evals} | {n for n, _ in others})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("patches per image")
     ax.set_ylabel("eval accuracy")
     ax.legend(fontsize=8)
