@@ -21,13 +21,13 @@ from vit_jax.config import validate
 from vit_jax.evaluators import ModelView
 from vit_jax.evaluators.classification import Classification
 from vit_jax.loading import load_model
-from vit_jax.logs import log
 from vit_jax.paths import absolute
 from vit_jax.runtime import describe_host
 from vit_jax.sizes import as_pair
-from vit_jax.sweep import grid, measure, report
+from vit_jax.sweep import measure, report
 from vit_jax.sweep.aggregate import aggregate, has_seeds
-from vit_jax.sweep.points import Point, Progress, attempt, make_point, run_or_reload
+from vit_jax.sweep.one_checkpoint import run_on_one_checkpoint
+from vit_jax.sweep.points import Point, attempt, make_point
 
 
 def eval_config(base: mlc.ConfigDict, patch: int) -> mlc.ConfigDict:
@@ -64,32 +64,14 @@ def run(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
     if not sizes:
         raise ValueError("a flexi sweep needs patch_sizes or a base with "
                          "model.flexi_patch_sizes")
-    init_from = str(absolute(sweep.init_from)) if sweep.init_from else None
-    progress = Progress(sweep.name, len(sizes) + (0 if init_from else 1), log)
-    records: list[dict] = []
-
-    def finish(rec: dict) -> None:
-        records.append(rec)
-        write_reports(records, sweep, workdir)
-
-    if not init_from:
-        base = make_point(1, "flexivit", {}, sweep.base)
-        pdir = workdir / "points" / base.name
-        rec = run_or_reload(base, pdir, lambda: grid.run_point(base, pdir, sweep), progress)
-        finish(rec)
-        if rec["status"] != "done":
-            log(f"[sweep {sweep.name}] the FlexiViT run failed, nothing to evaluate: "
-                f"{rec['error']}")
-            return records
-        init_from = str(pdir)
-    for patch in sizes:
-        point = make_point(len(records) + 1, f"patch_size={patch}", {"model.patch_size": patch},
-                           eval_config(sweep.base, patch))
-        pdir = workdir / "points" / point.name
-        finish(run_or_reload(point, pdir, lambda p=point, d=pdir, s=patch: evaluate_point(
-            p, d, sweep, init_from, s), progress))
-    log(f"[sweep {sweep.name}] finished. Results: {workdir}/results.md")
-    return records
+    return run_on_one_checkpoint(
+        sweep, workdir, run_name="flexivit", settings=sizes,
+        point_for=lambda index, patch: make_point(
+            index, f"patch_size={patch}", {"model.patch_size": patch},
+            eval_config(sweep.base, patch)),
+        evaluate=lambda point, pdir, init_from, patch: evaluate_point(
+            point, pdir, sweep, init_from, patch),
+        write_reports=write_reports)
 
 
 # ----------------------------------------------------------------------------- report

@@ -23,13 +23,13 @@ import ml_collections as mlc
 from vit_jax.config import validate
 from vit_jax.evaluators import ModelView, packed
 from vit_jax.loading import load_model
-from vit_jax.logs import log
 from vit_jax.models.variants import parse_variant
 from vit_jax.paths import absolute
 from vit_jax.runtime import describe_host
 from vit_jax.sizes import as_pair
-from vit_jax.sweep import grid, report
-from vit_jax.sweep.points import Point, Progress, attempt, make_point, run_or_reload
+from vit_jax.sweep import report
+from vit_jax.sweep.one_checkpoint import run_on_one_checkpoint
+from vit_jax.sweep.points import Point, attempt
 
 
 def eval_section(sweep: mlc.ConfigDict, budget: int) -> dict:
@@ -76,31 +76,12 @@ def run(sweep: mlc.ConfigDict, workdir: Path) -> list[dict]:
     if not budgets or not all(isinstance(b, int) and b >= 1 for b in budgets):
         raise ValueError(f"token_budgets={budgets!r} must be positive integers (patches per "
                          "image)")
-    init_from = str(absolute(sweep.init_from)) if sweep.init_from else None
-    progress = Progress(sweep.name, len(budgets) + (0 if init_from else 1), log)
-    records: list[dict] = []
-
-    def finish(rec: dict) -> None:
-        records.append(rec)
-        write_reports(records, sweep, workdir)
-
-    if not init_from:
-        base = make_point(1, "navit", {}, sweep.base)
-        pdir = workdir / "points" / base.name
-        rec = run_or_reload(base, pdir, lambda: grid.run_point(base, pdir, sweep), progress)
-        finish(rec)
-        if rec["status"] != "done":
-            log(f"[sweep {sweep.name}] the packed run failed, nothing to evaluate: "
-                f"{rec['error']}")
-            return records
-        init_from = str(pdir)
-    for budget in budgets:
-        point = eval_point(len(records) + 1, sweep, budget)
-        pdir = workdir / "points" / point.name
-        finish(run_or_reload(point, pdir, lambda p=point, d=pdir, b=budget: evaluate_point(
-            p, d, sweep, init_from, b), progress))
-    log(f"[sweep {sweep.name}] finished. Results: {workdir}/results.md")
-    return records
+    return run_on_one_checkpoint(
+        sweep, workdir, run_name="navit", settings=budgets,
+        point_for=lambda index, budget: eval_point(index, sweep, budget),
+        evaluate=lambda point, pdir, init_from, budget: evaluate_point(
+            point, pdir, sweep, init_from, budget),
+        write_reports=write_reports)
 
 
 # ----------------------------------------------------------------------------- report
