@@ -42,7 +42,7 @@ lint: install
 	.venv/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadfile README.md tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 README.md tests
 
 # The same code on the newest releases (requirements-latest.txt: jax 0.12, flax 0.12.12) and
 # Python 3.12, in .venv-latest. CI runs the core (model, training, checkpoints, sharding, data,

@@ -34,9 +34,21 @@ def tiny_config(**changes):
     return c
 
 
+def tiny_packed_config(**changes):
+    """tiny_config trained on packed sequences (NaViT): digits at 4-16 px, 32 tokens, <= 6
+    images each, fractional factorised positions, token dropping."""
+    c = tiny_config(**changes)
+    c.data.pp_train = "decode|resize_native(4, 16, multiple=4)|value_range(-1,1)|onehot(10)"
+    c.data.packing = {"seq_len": 32, "max_images": 6, "patch_size": 4, "token_drop": 0.25}
+    c.model.update(class_token=False, pool="gap", posemb="factorized_fractional")
+    return c
+
+
 def get_config(arg: str | None = None):
-    """Lets the CLI run the tiny config: ``--config=tests/helpers.py``."""
-    return tiny_config()
+    """Lets the CLI run the tiny configs: ``--config=tests/helpers.py[:packed]``."""
+    if arg not in (None, "packed"):
+        raise ValueError(f"unknown argument {arg!r}; valid: packed (or none)")
+    return tiny_packed_config() if arg else tiny_config()
 
 
 def attention_out_and_grads(fn, q, k, v, ct=None):

@@ -127,6 +127,28 @@ def test_keeps_last_n_plus_best(tmp_path):
     assert on_disk == [2, 5, 6]
 
 
+def test_a_failed_save_deletes_no_earlier_step(tmp_path, monkeypatch):
+    """Retention deletes an old step only after a newer one is complete on disk: a save that
+    fails (here its sealing hook, as a full disk would) leaves every earlier step in place.
+    Orbax's own retention could not promise that: 0.12 deletes the old steps when a failure
+    reaches its finalize thread only through the error check it logs (CI met it under load
+    in tests/test_faults.py's full-disk run), so retention is ours (``Checkpointer._prune``)."""
+    model, opt = _build(seed=0)
+    ckpt = checkpoints.Checkpointer(tmp_path, keep=2, keep_best=False)
+    for step in (1, 2):
+        ckpt.save(step, model=model, optimizer=opt, rng=jax.random.PRNGKey(0))
+    ckpt.wait_until_finished()
+
+    def full_disk(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.integrity, "seal", full_disk)
+    with pytest.raises(checkpoints.CheckpointSaveError, match="step 3 .*No space left"):
+        ckpt.save(3, model=model, optimizer=opt, rng=jax.random.PRNGKey(0))
+        ckpt.wait_until_finished()
+    assert checkpoints.complete_steps(tmp_path) == [1, 2]
+
+
 def test_min_mode_and_no_best(tmp_path):
     model, opt = _build(seed=0)
     with checkpoints.Checkpointer(tmp_path / "a", keep=1, best_metric="eval/loss",

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import tiny_config
+import pytest
+
+from tests.helpers import tiny_config, tiny_packed_config
 from tests.test_metrics import _purge_steps
 from tests.test_train import assert_same_checkpoint
 from vit_jax.checkpoints import Checkpointer
@@ -21,8 +23,8 @@ FLAGS = ["--config.total_steps=40", "--config.checkpoint_every_steps=2",
          "--config.model.drop_path=0.1", "--config.eval_every_steps=20"]
 
 
-def command(workdir):
-    return [sys.executable, "-m", "vit_jax.main", f"--config={ROOT}/tests/helpers.py",
+def command(workdir, arg=""):
+    return [sys.executable, "-m", "vit_jax.main", f"--config={ROOT}/tests/helpers.py{arg}",
             f"--workdir={workdir}", *FLAGS]
 
 
@@ -30,9 +32,12 @@ def env():
     return {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "PYTHONPATH": str(ROOT)}
 
 
-def test_kill9_then_resume_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize("arg", ["", ":packed"])
+def test_kill9_then_resume_is_bitwise_identical(tmp_path, arg):
+    """``:packed``: NaViT packing, whose iterator state (stream position, waiting images) and
+    token drops must resume exactly too."""
     killed, whole = Path("runs/killed"), Path("runs/whole")  # relative to tmp_path
-    proc = subprocess.Popen(command(killed), cwd=tmp_path, env=env(),
+    proc = subprocess.Popen(command(killed, arg), cwd=tmp_path, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     killed, whole = tmp_path / killed, tmp_path / whole
     deadline = time.time() + 240
@@ -48,13 +53,14 @@ def test_kill9_then_resume_is_bitwise_identical(tmp_path):
 
     outputs = {}
     for workdir in (killed, whole):
-        done = subprocess.run(command(workdir.relative_to(tmp_path)), cwd=tmp_path, env=env(),
+        done = subprocess.run(command(workdir.relative_to(tmp_path), arg), cwd=tmp_path, env=env(),
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         outputs[workdir] = done.stdout
     assert f"Resuming from step {interrupted_at} ({killed}/checkpoints)" in outputs[killed]
     assert f"Starting a new run in {whole}" in outputs[whole]
-    config = tiny_config(**{"model.dropout": 0.1, "model.drop_path": 0.1, "total_steps": 40})
+    make = tiny_packed_config if arg else tiny_config
+    config = make(**{"model.dropout": 0.1, "model.drop_path": 0.1, "total_steps": 40})
     assert_same_checkpoint(killed, whole, 40, config)
     # Each step logged once, with the values of the uninterrupted run (resume is bitwise).
     logged = {w: (w / "metrics.jsonl").read_text().splitlines() for w in (killed, whole)}

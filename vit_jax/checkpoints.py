@@ -134,6 +134,7 @@ class Checkpointer:
 
     Retention: the newest `keep` steps, plus (if `keep_best`) the step with the best
     `best_metric` among those saved with metrics, even when it is older than the last N.
+    Older steps are deleted only once a newer save is known to be complete (``_prune``).
     """
 
     def __init__(
@@ -153,24 +154,15 @@ class Checkpointer:
             raise ValueError(f"keep must be >= 1 (the latest step is needed to resume), got {keep}")
         self.best_metric, self.async_save, self.verify_steps = best_metric, async_save, verify
         self._sealing: int | None = None  # the step being saved, for ``_seal``
-        policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep)]
-        best_fn = None
-        if keep_best:
-            best_fn = lambda metrics: float(metrics[best_metric])
-            policies.append(
-                ocp.checkpoint_managers.BestN(
-                    get_metric_fn=best_fn,
-                    reverse=best_mode == "min",
-                    n=1,
-                    # Steps saved without eval metrics are governed by LatestN alone.
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
+        self.keep, self.keep_best = keep, keep_best
+        best_fn = (lambda metrics: float(metrics[best_metric])) if keep_best else None
         options = ocp.CheckpointManagerOptions(
             # best_fn is also what makes Orbax write the metrics item at all.
             best_fn=best_fn,
             best_mode=best_mode,
-            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            # No Orbax retention: it deletes old steps even when the new one failed to write
+            # (0.12: a failure seen by its finalize thread's error check is only logged), so a
+            # full disk could cost a good checkpoint. ``_prune`` deletes after a save is final.
             # Always Orbax's async path (``async_save=False`` waits for each save): its
             # post-finalization hook is where a step is sealed (``vit_jax.integrity``).
             enable_async_checkpointing=True,
@@ -361,13 +353,30 @@ class Checkpointer:
 
     def wait_until_finished(self) -> None:
         """Blocks until the in-flight async save is finalised (``CheckpointSaveError`` if
-        it failed)."""
+        it failed), then deletes the steps retention no longer keeps."""
         with self._reporting_save_errors():
             self._mngr.wait_until_finished()
+            self._mngr.check_for_errors()
+        self._prune()
+
+    def _prune(self) -> None:
+        """Deletes every step but the newest ``keep`` and (``keep_best``) the best one, among
+        the steps complete on disk (re-read: a save whose failure Orbax only logged is not
+        counted as a newer step)."""
+        self._mngr.reload()
+        steps = sorted(self._mngr.all_steps())
+        kept = set(steps[-self.keep:])
+        best = self._mngr.best_step() if self.keep_best else None
+        if best is not None:
+            kept.add(best)
+        for step in steps:
+            if step not in kept:
+                self._mngr.delete(step)
 
     def close(self) -> None:
-        """Finishes pending saves (``CheckpointSaveError`` if one failed) and releases
-        Orbax's threads."""
+        """Finishes pending saves (``CheckpointSaveError`` if one failed), prunes, and
+        releases Orbax's threads."""
+        self.wait_until_finished()
         with self._reporting_save_errors():
             self._mngr.close()
 
