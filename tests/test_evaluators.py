@@ -48,7 +48,8 @@ def test_each_evaluator_runs_on_its_schedule_and_matches_a_loaded_model(tmp_path
 
 @pytest.mark.parametrize("section,match", [
     (dict(kind="knn"),
-     r"config.evals.bad.kind='knn'; valid: \['classification', 'fewshot', 'linear_probe'\]"),
+     r"config.evals.bad.kind='knn'; valid: \['classification', 'fewshot', 'linear_probe', "
+     r"'packed'\]"),
     (dict(kind="classification", splitt="test"), r"config.evals.bad: unknown keys \['splitt'\]"),
     (dict(kind="classification", every_steps=0), "config.evals.bad.every_steps=0 must be a"),
 ])

@@ -4,13 +4,14 @@ evaluating each image alone at its own size through the ordinary path."""
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import optax
 import pytest
 from PIL import Image
 
 from tests.helpers import tiny_config
-from vit_jax import create_model
+from vit_jax import create_model, evaluators
 from vit_jax.config import validate
 from vit_jax.data import DataError, build_pp, dataset_info
 from vit_jax.data.ops_image import ResizeTokens
@@ -143,6 +144,14 @@ def test_packed_eval_section_is_checked_before_any_work(folder):
         validate(config(max_tokens=4))
     with pytest.raises(ValueError, match="config.evals.native.pp: .*unknown pp op 'resiz'"):
         validate(config(max_tokens=4, pp="decode|resiz(4)|onehot(10)"))
+    assert jax.device_count() == 8  # tests/conftest.py: a data-parallel mesh of 8
+    with pytest.raises(ValueError, match=r"config.evals.native.batch_size=3 \(sequences per "
+                                         r"step\) is not divisible by 8"):
+        validate(config(max_tokens=4, batch_size=3,
+                        pp="decode|resize_tokens(4, 4)|value_range(-1,1)|onehot(10)"))
+    c = config(max_tokens=4, pp="decode|resize_tokens(4, 4)|value_range(-1,1)|onehot(10)")
+    c.eval_batch_size = 16  # 4 sequences of 4 images: rounded up to the 8 devices
+    assert evaluators.build(c)["native"]._sequences == 8
     with pytest.raises(ValueError, match="config.evals.native: unknown keys \\['seq_len'\\]"):
         validate(config(max_tokens=4, pp="decode|onehot(10)", seq_len=3))
     c = config(max_tokens=4, pp="decode|resize_tokens(4, 4)|value_range(-1,1)|onehot(10)")

@@ -180,8 +180,9 @@ def test_plans_packed_sequences_on_the_mesh():
     r = planner.plan(c, dict(fsdp=8), BATCH, num_classes=CLASSES, search=False, flops=True)
     assert r["tokens"] == 48 and r["packing"]["max_images"] == 4
     per_device = BATCH // 8
-    # patches f32 (48 x 4*4*3), segment ids and (row, column) i32, image mask, labels f32
-    row = 48 * 48 * 4 + 48 * 4 + 48 * 2 * 4 + 4 + 4 * CLASSES * 4
+    # patches f32 (48 x 4*4*3), segment ids, (row, column) and image grids i32, image mask,
+    # labels f32
+    row = 48 * 48 * 4 + 48 * 4 + 2 * 48 * 2 * 4 + 4 + 4 * CLASSES * 4
     assert r["base"]["batch_bytes"] == per_device * row
     assert 0.85 < r["flops"]["analytic_over_xla"] < 1.15
     unpacked = run(flops=True, class_token=False, pool="map")  # 16x16 images: 16 patches

@@ -91,11 +91,7 @@ def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, in
                          f"of {seq_len} tokens, more than num_sequences={num_sequences}; pack "
                          "fewer images per batch or raise seq_len")
     b, c = max(len(used), num_sequences or 0), channels.pop()
-    batch = {"patches": np.zeros((b, seq_len, ph * pw * c), np.float32),
-             "segment_ids": np.zeros((b, seq_len), np.int32),
-             "positions": np.zeros((b, seq_len, 2), np.int32),
-             "grids": np.zeros((b, seq_len, 2), np.int32),
-             "image_mask": np.zeros((b, max_images), bool)}
+    batch = empty_batch(b, seq_len, max_images, ph * pw * c)
     fill = [0] * b
     for a, (gh, gw), (seq, slot) in zip(arrays, grids, placement, strict=True):
         n = gh * gw
@@ -113,6 +109,29 @@ def pack_images(images: Sequence[np.ndarray], *, patch_size: int | tuple[int, in
         for label, (seq, slot) in zip(labels, placement, strict=True):
             batch["labels"][seq, slot] = label
     return batch, placement
+
+
+def layout(num_sequences: int, seq_len: int, max_images: int, patch_dim: int,
+           num_classes: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The packed batch's arrays, name -> (shape, dtype): the one definition every producer
+    (``pack_images``, the packed train and eval iterators) and the planner build from;
+    ``labels`` (one-hot) when ``num_classes`` is given."""
+    b, length, k = num_sequences, seq_len, max_images
+    out = {"patches": ((b, length, patch_dim), np.dtype(np.float32)),
+           "segment_ids": ((b, length), np.dtype(np.int32)),
+           "positions": ((b, length, 2), np.dtype(np.int32)),
+           "grids": ((b, length, 2), np.dtype(np.int32)),
+           "image_mask": ((b, k), np.dtype(bool))}
+    if num_classes is not None:
+        out["labels"] = ((b, k, num_classes), np.dtype(np.float32))
+    return out
+
+
+def empty_batch(num_sequences: int, seq_len: int, max_images: int, patch_dim: int,
+                num_classes: int | None = None) -> dict[str, np.ndarray]:
+    """A packed batch holding no image (all padding), to be filled."""
+    return {name: np.zeros(shape, dtype) for name, (shape, dtype) in
+            layout(num_sequences, seq_len, max_images, patch_dim, num_classes).items()}
 
 
 def image_tokens(image: np.ndarray, patch: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import ml_collections as mlc
 from flax import nnx
 
 from vit_jax import optim
+from vit_jax.packing import layout
 from vit_jax.train_step import make_train_step
 
 
@@ -74,13 +75,10 @@ def abstract_batch(batch: int, image_shape: tuple[int, ...], num_classes: int,
 
     if not packing:
         return {"image": spec((batch, *image_shape)), "labels": spec((batch, num_classes))}
-    length, k, p = packing["seq_len"], packing["max_images"], packing["patch_size"]
-    return {"patches": spec((batch, length, p * p * image_shape[-1])),
-            "segment_ids": spec((batch, length), jnp.int32),
-            "positions": spec((batch, length, 2), jnp.int32),
-            "grids": spec((batch, length, 2), jnp.int32),
-            "image_mask": spec((batch, k), jnp.bool_),
-            "labels": spec((batch, k, num_classes))}
+    p = packing["patch_size"]
+    arrays = layout(batch, packing["seq_len"], packing["max_images"], p * p * image_shape[-1],
+                    num_classes)
+    return {name: spec(shape, dtype) for name, (shape, dtype) in arrays.items()}
 
 
 @dataclasses.dataclass(frozen=True)

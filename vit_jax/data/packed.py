@@ -33,7 +33,7 @@ from vit_jax.data.errors import DataError
 from vit_jax.data.order import EpochOrder, example_rng
 from vit_jax.data.pipeline import preprocess_example, probe
 from vit_jax.data.sources import load_split
-from vit_jax.packing import image_tokens
+from vit_jax.packing import empty_batch, image_tokens
 
 KEYS = ("seq_len", "max_images", "patch_size", "token_drop", "lookahead")
 _DROP_STREAM = 2  # the example rng's stream for token dropping (pp: 0, mixup: 1)
@@ -165,12 +165,7 @@ class PackedTrainIterator:
         dim = 3 * self.patch * self.patch
         if placed:
             dim = made[placed[0][0]][0].shape[1]
-        batch = {"patches": np.zeros((b, length, dim), np.float32),
-                 "segment_ids": np.zeros((b, length), np.int32),
-                 "positions": np.zeros((b, length, 2), np.int32),
-                 "grids": np.zeros((b, length, 2), np.int32),
-                 "image_mask": np.zeros((b, k), bool),
-                 "labels": np.zeros((b, k, self.num_classes), np.float32)}
+        batch = empty_batch(b, length, k, dim, self.num_classes)
         fill = [0] * b
         for local, seq, slot in placed:
             patches, positions, labels, grid = made[local]

@@ -4,9 +4,8 @@ The eval pp gives each image its own shape within a token budget (``resize_token
 aspect ratio kept, at most N patches), so sequences of ``max_images * N`` tokens always hold
 ``max_images`` images and a batch of B sequences holds B·K images, in split order: the number
 of batches is known from the split's size alone, the same on every process (each packs every
-P-th image), and no image is split or left out. Padding (tokens of smaller images, empty slots
-of the last batch) is reported. The layout is ``vit_jax.packing``'s, plus ``index`` (B, K)
-(the example's index in the split, -1 for an empty slot).
+P-th image), and no image is split or left out. The layout is ``vit_jax.packing``'s, plus
+``index`` (B, K) (the example's index in the split, -1 for an empty slot).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from vit_jax.data.errors import DataError
 from vit_jax.data.order import example_rng
 from vit_jax.data.pipeline import preprocess_example, probe
 from vit_jax.data.sources import load_split
-from vit_jax.packing import pack_images
+from vit_jax.packing import empty_batch, pack_images
 
 
 class PackedEvalBatches:
@@ -76,14 +75,10 @@ class PackedEvalBatches:
         return batch
 
     def empty(self) -> dict[str, np.ndarray]:
-        b, k, length = self.batch_size, self.max_images, self.seq_len
-        return {"patches": np.zeros((b, length, self.patch_dim), np.float32),
-                "segment_ids": np.zeros((b, length), np.int32),
-                "positions": np.zeros((b, length, 2), np.int32),
-                "grids": np.zeros((b, length, 2), np.int32),
-                "image_mask": np.zeros((b, k), bool),
-                "labels": np.zeros((b, k, self.split.num_classes), np.float32),
-                "index": np.full((b, k), -1, np.int32)}
+        batch = empty_batch(self.batch_size, self.seq_len, self.max_images, self.patch_dim,
+                            self.split.num_classes)
+        batch["index"] = np.full(batch["image_mask"].shape, -1, np.int32)
+        return batch
 
     def example(self, index: int) -> dict[str, np.ndarray]:
         rng = example_rng(0, 0, index) if self.pp.needs_rng else None

@@ -7,22 +7,24 @@ budget, several packed into each sequence (NaViT's evaluation).
 ``pp`` gives each image its own size (``resize_tokens(max_tokens, patch)``: at most
 ``max_tokens`` patches, aspect ratio kept); ``max_images`` images share a sequence of
 ``max_images * max_tokens`` tokens (``vit_jax.data.packed_eval``); ``batch_size`` counts
-sequences (default: the run's eval batch size / max_images). Metrics: ``<name>/accuracy``,
-``/loss``, ``/top5`` over every image of the split once, ``/padding`` (the fraction of
-padding tokens in the sequences holding images) and ``/tokens`` (mean patches per image).
+sequences (default: the run's eval batch size / max_images, rounded up to the devices).
+Metrics: ``<name>/accuracy``, ``/loss``, ``/top5`` over every image of the split once,
+``/padding`` (the fraction of padding tokens in the sequences holding images) and ``/tokens``
+(mean patches per image).
 The model must pool each image (no class token, ``pool`` gap or map); a learned position
 table bounds the grid an image may have.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import ml_collections as mlc
 import numpy as np
 
-from vit_jax import data, metrics
+from vit_jax import data, metrics, sharding
 from vit_jax.checks import is_int
 from vit_jax.data.packed_eval import PackedEvalBatches
 from vit_jax.evaluators.section import check_data, section_data
@@ -101,6 +103,11 @@ def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) ->
         if (required or value is not None) and not (is_int(value) and value >= 1):
             raise ValueError(f"config.evals.{name}.{key}={value!r} must be a positive "
                              "integer (patches per image / images per sequence)")
+    sequences, multiple = section.get("batch_size"), sequences_multiple(config)
+    if sequences is not None and sequences % multiple:
+        raise ValueError(f"config.evals.{name}.batch_size={sequences} (sequences per step) is "
+                         f"not divisible by {multiple}, the processes and data*fsdp devices "
+                         "a batch is split over")
     pp = section.get("pp")
     if not (isinstance(pp, str) and pp):
         raise ValueError(f"config.evals.{name}.pp must be the eval pp string giving each image "
@@ -112,10 +119,21 @@ def check_section(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict) ->
         raise ValueError(f"config.evals.{name}.pp: {e}") from None
 
 
+def sequences_multiple(config: mlc.ConfigDict) -> int:
+    """What a step's sequence count must be a multiple of: the processes and the data*fsdp
+    devices its batch is split over."""
+    mesh = sharding.mesh_shape(config.mesh, jax.device_count())
+    return math.lcm(mesh["data"] * mesh["fsdp"], jax.process_count())
+
+
 def from_config(config: mlc.ConfigDict, name: str, section: mlc.ConfigDict
                 ) -> PackedClassification:
+    """Default ``batch_size``: the run's eval batch size in images over ``max_images``,
+    rounded up to a multiple of the devices a batch is split over."""
     max_images = section.get("max_images") or DEFAULT_MAX_IMAGES
-    sequences = section.get("batch_size") or max(1, config.eval_batch_size // max_images)
+    multiple = sequences_multiple(config)
+    sequences = section.get("batch_size") or \
+        -(-max(1, config.eval_batch_size // max_images) // multiple) * multiple
     return PackedClassification(section_data(config, section), pp=section["pp"],
                                 max_tokens=section["max_tokens"], max_images=max_images,
                                 batch_size=sequences, split=section.get("split"),
