@@ -114,6 +114,16 @@ def model_kwargs(config: mlc.ConfigDict, num_classes: int) -> dict:
     return dict(variant=kw.pop("variant"), num_classes=num_classes, **kw)
 
 
+def model_patch_size(config: mlc.ConfigDict) -> tuple[int, int]:
+    """The ViT's patch (rows, columns): ``model.patch_size``, else its variant's."""
+    from vit_jax.models.variants import parse_variant
+    from vit_jax.sizes import as_pair
+
+    model = config.model
+    return as_pair(model.patch_size or parse_variant(model.variant).get("patch_size"),
+                   "model.patch_size")
+
+
 def build_model(config: mlc.ConfigDict, num_classes: int):
     """The model the config describes, initialised from ``config.seed``."""
     from vit_jax.models import create_model

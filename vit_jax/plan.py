@@ -63,10 +63,10 @@ from vit_jax.config import (
     base_config,
     build_model,
     model_config,
+    model_patch_size,
     packed_model_fixes,
 )
 from vit_jax.models import CNNS, count_params
-from vit_jax.models.variants import parse_variant
 from vit_jax.sizes import as_pair
 
 # Remat policies by how much they recompute (and, in the same order, how much they keep):
@@ -624,10 +624,7 @@ def _packed(config: mlc.ConfigDict, seq_len: int | None, max_images: int | None
     if packing["seq_len"] is None:
         raise ValueError("--max_images plans packed sequences: give --seq_len too")
     packing["max_images"] = max_images or packing.get("max_images") or 8
-    model = config.model
-    patch = as_pair(model.patch_size or parse_variant(model.variant).get("patch_size"),
-                    "model.patch_size")
-    packing["patch_size"] = patch[0]
+    packing["patch_size"] = model_patch_size(config)[0]
     with config.unlocked():
         config.data.packing = packing
     return config

@@ -20,22 +20,18 @@ from pathlib import Path
 
 import ml_collections as mlc
 
-from vit_jax.config import validate
+from vit_jax.config import model_patch_size, validate
 from vit_jax.evaluators import ModelView, packed
 from vit_jax.loading import load_model
-from vit_jax.models.variants import parse_variant
 from vit_jax.paths import absolute
 from vit_jax.runtime import describe_host
-from vit_jax.sizes import as_pair
 from vit_jax.sweep import report
 from vit_jax.sweep.one_checkpoint import run_on_one_checkpoint
 from vit_jax.sweep.points import Point, attempt
 
 
 def eval_section(sweep: mlc.ConfigDict, budget: int) -> dict:
-    model = sweep.base.model
-    patch = as_pair(model.patch_size or parse_variant(model.variant).get("patch_size"),
-                    "model.patch_size")[0]
+    patch = model_patch_size(sweep.base)[0]
     return {"kind": "packed", "max_tokens": budget, "max_images": sweep.max_images,
             "pp": sweep.pp.format(max_tokens=budget, patch=patch)}
 
