@@ -163,6 +163,18 @@ def test_top5_counts_the_true_class_among_the_five_highest_logits():
         pytest.approx(1 / 3)
 
 
+
+def test_top5_breaks_ties_by_class_id_as_top1_does():
+    """A zero-initialised head gives equal logits: only classes 0-4 are in its top 5, as
+    only class 0 is its top 1 (lax.top_k's order), not every class."""
+    logits = jnp.zeros((4, 1000))
+    out = metrics.eval_batch_metrics(logits, jnp.array([0, 4, 5, 999])).compute()
+    assert float(out["top5"]) == pytest.approx(2 / 4) and float(out["accuracy"]) == \
+        pytest.approx(1 / 4)
+    tied = jnp.array([[0.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 1.0]])  # 6 classes tie for first
+    assert [float(metrics.eval_batch_metrics(tied, jnp.array([c])).compute()["top5"])
+            for c in (1, 5, 6)] == [1.0, 1.0, 0.0]
+
 class Tiny(nnx.Module):
     def __init__(self, rngs: nnx.Rngs):
         self.blocks = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(2)])

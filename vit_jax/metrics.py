@@ -209,7 +209,7 @@ class ProgressReporter:
 @flax.struct.dataclass
 class EvalMetrics(clu_metrics.Collection):
     """Mean cross-entropy, top-1 and top-5 accuracy over the real (mask=1) examples (top-5 is
-    top-min(5, classes): 1.0 with 5 classes or fewer)."""
+    top-min(5, classes): 1.0 with 5 classes or fewer; ties broken by class id, as argmax)."""
 
     loss: clu_metrics.Average.from_output("loss")
     accuracy: clu_metrics.Accuracy
@@ -233,7 +233,10 @@ def eval_batch_metrics(
         mask = jnp.ones(labels.shape[0], bool)
     labels = labels.astype(jnp.int32)
     label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    above = (logits > label_logit).sum(-1)  # classes ranked above the true one
+    # Classes ranked above the true one; a tie ranks the lower class id first, as argmax (top-1)
+    # and lax.top_k break ties, so equal logits (a zero-initialised head) are not all "top 5".
+    lower_id = jnp.arange(logits.shape[-1]) < labels[:, None]
+    above = ((logits > label_logit) | ((logits == label_logit) & lower_id)).sum(-1)
     top5 = (above < min(5, logits.shape[-1])).astype(jnp.float32)
     return EvalMetrics.single_from_model_output(
         loss=loss, logits=logits, labels=labels, mask=mask, top5=top5
