@@ -1,14 +1,18 @@
 """Input pipeline: embedded builders, train/eval iterators, determinism, resume, process shards."""
 
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 
+import grain
 import numpy as np
 import pytest
 
 from vit_jax import data
+from vit_jax.data.iterator import BatchIterator
 from vit_jax.data.order import EpochOrder, global_position
 from vit_jax.data.shapes import Shapes
 from vit_jax.data.shapes_render import render_shapes
@@ -186,6 +190,25 @@ def test_worker_processes_give_the_same_batches(cfg):
     finally:
         workers.close()
 
+
+
+def _die_in_a_worker(index):
+    if multiprocessing.parent_process() is not None:  # a grain worker, not the main process
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer does
+    return {"x": np.full(2, index)}
+
+
+def test_a_killed_worker_is_one_line_naming_workers_and_prefetch():
+    batches = grain.MapDataset.range(8).map(_die_in_a_worker)
+    it = BatchIterator(batches, workers=1, prefetch=2, num_steps=None, fingerprint={})
+    try:
+        with pytest.raises(data.DataError) as raised:
+            next(it)
+    finally:
+        it.close()
+    message = str(raised.value)
+    assert "\n" not in message and "out-of-memory killer" in message, message
+    assert "data.workers=1" in message and "data.prefetch=2" in message, message
 
 @pytest.mark.parametrize("held_in", ["local", "global_jax"])
 def test_batches_held_past_close_do_not_leak_shared_memory(cfg, held_in):

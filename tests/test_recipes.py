@@ -63,6 +63,13 @@ def test_vit_s16_i1k_is_big_visions_recipe(epochs, steps):
     assert set(c.evals) == {"eval", "minival", "train_eval"} and c.eval_every_steps == 2500
 
 
+
+def test_vit_s16_i1k_defaults_to_90_epochs_and_names_a_bad_argument():
+    assert recipe("vit_s16_i1k", None).total_steps == 111_476
+    for bad in ("abc", "0", "-5", "1.5"):
+        with pytest.raises(ValueError, match=r"positive whole number of epochs .*90, 150, 300"):
+            recipe("vit_s16_i1k", bad)
+
 def test_finetune_384_is_the_original_recipe_and_needs_a_checkpoint():
     c = recipe("finetune_384", "ckpt.npz")
     assert (c.init_from, c.model.variant, c.model.image_size, c.batch_size, c.total_steps) == \

@@ -33,9 +33,11 @@ PP_COMMON = "|value_range(-1,1)|onehot(1000)"
 
 
 def get_config(arg: str | None = None):
-    epochs = int(arg or 90)
+    text = arg or "90"
+    epochs = int(text) if text.isdigit() else 0
     if epochs < 1:
-        raise ValueError(f"vit_s16_i1k.py:EPOCHS needs a positive number of epochs, got {arg}")
+        raise ValueError(f"vit_s16_i1k.py:EPOCHS needs a positive whole number of epochs "
+                         f"(the paper's: 90, 150, 300), got {arg!r}")
     c = base_config()
     c.batch_size = BATCH
     c.total_steps = epochs * TRAIN_IMAGES // BATCH

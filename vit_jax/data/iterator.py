@@ -9,6 +9,7 @@ dataset at `step`: the state is tiny, JSON-serialisable, independent of the work
 from __future__ import annotations
 
 import gc
+import re
 import sys
 from typing import Any
 
@@ -43,7 +44,13 @@ class BatchIterator(grain.DatasetIterator):
             raise StopIteration
         if self._iterator is None:
             self._iterator = self._start(self._step)
-        batch = next(self._iterator)
+        try:
+            batch = next(self._iterator)
+        except RuntimeError as e:
+            death = _worker_death(e, self._workers, self._prefetch)
+            if death is None:
+                raise
+            raise death from e
         self._step += 1
         if self._workers:
             _unlink_shared_memory(batch)
@@ -86,6 +93,21 @@ class BatchIterator(grain.DatasetIterator):
         super().close()
         if self._workers:
             _wait_for_shared_memory_release()
+
+
+def _worker_death(error: RuntimeError, workers: int, prefetch: int) -> DataError | None:
+    """grain's error for a worker process that died, as one line that says what to change
+    (grain's own names only the exit code; -9 is nearly always the out-of-memory killer)."""
+    found = re.search(r"terminated unexpectedly with exit code (-?\d+)", str(error))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    cause = ("killed by SIGKILL, usually the out-of-memory killer" if code == -9
+             else f"exit code {code}")
+    return DataError(
+        f"a data worker process died ({cause}): each of data.workers={workers} processes holds "
+        f"up to data.prefetch={max(prefetch, 1)} preprocessed batches in host memory; lower "
+        "data.workers, data.prefetch or the batch size")
 
 
 def _unlink_shared_memory(batch: dict[str, Any]) -> None:
