@@ -105,6 +105,13 @@ def upsample_map(values: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
     return np.repeat(np.repeat(values, h // gh, axis=-2), w // gw, axis=-1)
 
 
+def normalized_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy of each distribution along the last axis divided by ln(its length): 1.0 is
+    uniform, 0 all mass on one entry."""
+    p = np.clip(np.asarray(p, np.float64), 1e-30, 1.0)
+    return -(p * np.log(p)).sum(-1) / np.log(p.shape[-1])
+
+
 def attention_entropy(attention) -> np.ndarray:
     """Per layer, the mean entropy of the attention rows divided by ln(tokens): 1.0 is uniform
     attention (every token averaged alike, as at initialisation), near 0 attends to one token.
@@ -112,9 +119,7 @@ def attention_entropy(attention) -> np.ndarray:
     attention = np.asarray(attention, np.float64)
     if attention.ndim != 5 or attention.shape[-1] != attention.shape[-2]:
         raise ValueError(f"expected (depth, batch, heads, tokens, tokens), got {attention.shape}")
-    p = np.clip(attention, 1e-30, 1.0)
-    entropy = -(p * np.log(p)).sum(-1)
-    return entropy.mean(axis=(1, 2, 3)) / np.log(attention.shape[-1])
+    return normalized_entropy(attention).mean(axis=(1, 2, 3))
 
 
 def position_signal(model, images) -> float:

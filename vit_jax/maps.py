@@ -85,10 +85,9 @@ def measure(run: Run, config: mlc.ConfigDict, images: np.ndarray,
         heads = analysis.class_token_attention(attention, model.num_prefix, model.grid)
         maps["cls_attention"] = heads  # (batch, heads, gh, gw)
         maps["rollout"] = analysis.attention_rollout(attention, model.num_prefix, model.grid)
-        p = np.clip(heads.reshape(*heads.shape[:2], -1), 1e-30, 1.0)
-        p = p / p.sum(-1, keepdims=True)
+        p = heads.reshape(*heads.shape[:2], -1)  # over the patches, the class token left out
         numbers["cls_attention_entropy"] = float(
-            (-(p * np.log(p)).sum(-1)).mean() / np.log(p.shape[-1]))
+            analysis.normalized_entropy(p / p.sum(-1, keepdims=True)).mean())
     if model.posemb.kind in ("learn", "sincos2d"):
         for suffix, m in (("", model), ("_init", build_model(config, _classes(model)))):
             similarity = analysis.position_similarity(analysis.patch_position_table(m))

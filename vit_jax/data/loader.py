@@ -112,15 +112,17 @@ def build_eval_iterator(
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
+    split: str | None = None,
 ) -> BatchIterator:
-    """One pass over the eval split in order: every example exactly once across processes.
+    """One pass over the eval split (or ``split``) in order: every example exactly once across
+    processes.
 
     All batches have the same shape; the last global batch is padded and its padding rows have
     mask False (and index -1). Every process yields `num_steps` batches.
     """
     cfg = resolve(data_config)
     _check_batching(batch_size, process_index, process_count)
-    split, pp, shape = _split_and_pp(cfg, cfg.eval_split, cfg.pp_eval, "pp_eval")
+    split, pp, shape = _split_and_pp(cfg, split or cfg.eval_split, cfg.pp_eval, "pp_eval")
     global_batch = batch_size * process_count
     num_steps = -(-len(split.records) // global_batch)
     example = EvalExample(split, pp, batch_size=batch_size,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -25,13 +24,10 @@ class Classification:
 
     def __init__(self, data_config: Any, *, batch_size: int, split: str | None = None,
                  prefix: str = "eval/", patch_size: int | None = None):
-        cfg = data.resolve(data_config)
-        if split:
-            cfg = dataclasses.replace(cfg, eval_split=split)
         self.prefix = prefix
         self._flexi = {} if patch_size is None else {"patch_size": patch_size}
         self._batches = data.build_eval_iterator(
-            cfg, batch_size=batch_size // jax.process_count(),
+            data_config, batch_size=batch_size // jax.process_count(), split=split,
             process_index=jax.process_index(), process_count=jax.process_count())
         self._start = self._batches.get_state()
         self._jitted: tuple[Any, Any] | None = None  # (the view's key, its jitted step)

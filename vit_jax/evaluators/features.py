@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -20,8 +19,7 @@ class SplitFeatures:
         self.evaluator = evaluator
         # the eval pipeline over that split: every example once, in order, no augmentation
         self._loader = data.build_eval_iterator(
-            dataclasses.replace(cfg, eval_split=split),
-            batch_size=batch_size // jax.process_count(),
+            cfg, batch_size=batch_size // jax.process_count(), split=split,
             process_index=jax.process_index(), process_count=jax.process_count())
         self._start = self._loader.get_state()
         self._jitted: tuple[Any, Any] | None = None
