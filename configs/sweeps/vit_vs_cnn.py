@@ -18,6 +18,26 @@ from vit_jax.sweep import sweep_config
 
 CONFIGS = Path(__file__).resolve().parent.parent
 MODELS = {"ViT-Tiny": "vit", "SimpleCNN": "SimpleCNN", "SmallResNet": "SmallResNet"}
+# Each real-data study's answer and its limits, ending its results.md (written once its runs
+# were in; the table above them is the harness's own).
+ANSWERS = {
+    "mnist": dict(
+        conclusion="""
+On the first 5,000 real MNIST training images with seed 004's protocol, both CNNs beat the
+ViT-Tiny by about 7.4 points of test accuracy (SimpleCNN 97.70 ± 0.14%, SmallResNet 97.71 ±
+0.06%, ViT-Tiny 90.26 ± 0.81%, n = 3 each; the intervals separate), with 7-9x fewer parameters:
+seed 004's ordering holds on real data. Its diagnosis does not: here the ViT fits its 5,000
+training images perfectly (100.0% train accuracy on every seed) where the CNNs stop at
+99.6-99.9%, so the ViT's gap is one of generalisation (no locality prior to learn from few
+images), not under-fitting as on seed 004's CIFAR-10 (54% train).""",
+        limits="""
+MNIST, not CIFAR-10 (not available offline): an easier task, on which every model nearly fits
+its training set; one training recipe per model (seed 004's), no tuning per model; 3 seeds; the
+attention and position maps of these checkpoints are in maps/maps.md (learned positions not
+local: locality -0.12 ± 0.02; last-layer attention entropy 0.81 ± 0.03); wall times were
+measured with the study pinned to one core beside other jobs, and points preempted for CI
+include their restarts."""),
+}
 
 
 def get_config(arg: str | None = None):
@@ -41,6 +61,7 @@ def get_config(arg: str | None = None):
                        "final_accuracy", "final_loss", "train_img_s", "eval_img_s",
                        "peak_memory_mib", "wall_seconds", "status"],
         measure={"throughput_steps": 5, "internals": study},
+        **ANSWERS.get(suffix.removeprefix("_"), {}),
         description=(
             "Seed 004's protocol (configs/small_data.py) for each model. Best eval acc = best "
             "test accuracy over the evals (every 5 epochs); final train acc = the final model "
