@@ -181,6 +181,53 @@ def test_state_from_other_pipeline_is_rejected(cfg):
         other.set_state(state)
 
 
+
+def test_repeats_place_r_copies_of_each_drawn_example_side_by_side():
+    order, plain = EpochOrder(10, seed=4, repeats=3), EpochOrder(10, seed=4)
+    first = plain.permutation(0)
+    assert [order(p) for p in range(10)] == [(0, int(first[i])) for i in
+                                             (0, 0, 0, 1, 1, 1, 2, 2, 2, 3)]
+    assert [order.copy(p) for p in range(12)] == [0, 1, 2] * 3 + [0, 0, 1]  # 10 per epoch
+    assert order(10) == (1, int(plain.permutation(1)[0]))  # reshuffled each epoch
+    assert [EpochOrder(10, seed=4, repeats=1)(p) for p in range(25)] == \
+        [plain(p) for p in range(25)]
+
+
+def test_repeated_copies_share_the_label_and_differ_in_augmentation(cfg):
+    fixed = take(data.build_train_iterator(dict(cfg, aug_repeats=3, pp_train=PP_EVAL),
+                                           batch_size=12, seed=1), 1)[0]
+    augmented = take(data.build_train_iterator(dict(cfg, aug_repeats=3), batch_size=12,
+                                               seed=1), 1)[0]
+    for start in range(0, 12, 3):
+        rows = slice(start, start + 3)
+        assert (fixed["image"][rows] == fixed["image"][start]).all()  # the same example
+        assert (augmented["label"][rows] == augmented["label"][start]).all()
+        images = augmented["image"][rows]
+        assert not np.array_equal(images[0], images[1]) and not np.array_equal(images[1],
+                                                                               images[2])
+    assert len({fixed["image"][i].tobytes() for i in range(0, 12, 3)}) == 4  # 4 examples
+
+
+def test_repeats_are_part_of_the_resume_fingerprint(cfg):
+    repeated = data.build_train_iterator(dict(cfg, aug_repeats=3), batch_size=8, seed=1)
+    take(repeated, 2)
+    plain = data.build_train_iterator(cfg, batch_size=8, seed=1)
+    with pytest.raises(data.DataError, match="aug_repeats: saved 3, now 1"):
+        plain.set_state(repeated.get_state())
+    before_repeats = {k: v for k, v in plain.get_state().items() if k != "aug_repeats"}
+    plain.set_state(before_repeats)  # a checkpoint from before the option: no repeats
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(aug_repeats=0), "aug_repeats must be an int >= 1"),
+    (dict(aug_repeats=2.0), "aug_repeats must be an int >= 1"),
+    (dict(aug_repeats=3, packing=dict(seq_len=16, max_images=4, patch_size=4)),
+     "packing does not combine with aug_repeats"),
+])
+def test_bad_repeats_are_one_line_errors(cfg, changes, message):
+    with pytest.raises(data.DataError, match=message):
+        data.resolve(dict(cfg, **changes))
+
 def test_worker_processes_give_the_same_batches(cfg):
     cfg = dict(cfg, mixup_alpha=0.4)
     local = take(data.build_train_iterator(dict(cfg, workers=0), batch_size=16, seed=2), 4)

@@ -206,6 +206,46 @@ def test_timm_applies_each_layer_with_probability_half():
     assert 70 < unchanged < 130
 
 
+
+@pytest.mark.parametrize("op, magnitude, expected", [
+    ("Posterize", 9, posterize(GRID * 20, 1)), ("Posterize", 0, posterize(GRID * 20, 4)),
+    ("Solarize", 9, solarize(GRID * 20, 26)), ("Solarize", 0, solarize(GRID * 20, 256)),
+    ("SolarizeAdd", 10, solarize_add(GRID * 20, 110)),
+])
+def test_increasing_ops_grow_stronger_with_the_magnitude(op, magnitude, expected):
+    """timm's ``inc1``: 4 - int(4 m/10) bits kept, inverted above 256 - int(256 m/10)."""
+    augment = RandAugment(1, magnitude, ops="timm", increasing=True)
+    np.testing.assert_array_equal(augment.apply(op, GRID * 20, np.random.default_rng(0)),
+                                  expected)
+
+
+def test_increasing_enhancements_take_one_plus_or_minus_the_level():
+    augment, image = RandAugment(1, 9, ops="timm", increasing=True), GRID * 20
+    outs = {tuple(augment.apply("Contrast", image, np.random.default_rng(seed)).ravel())
+            for seed in range(12)}
+    assert outs == {tuple(contrast(image, f).ravel()) for f in (1.0 + 0.81, 1.0 - 0.81)}
+    assert np.array_equal(RandAugment(1, 0, increasing=True).apply(
+        "Brightness", image, np.random.default_rng(0)), image)  # m = 0: unchanged
+
+
+def test_mstd_draws_each_magnitude_around_m_and_clips_it(monkeypatch):
+    """timm's ``mstd``: N(m, mstd^2) per applied op, clipped to 0...10 (seen through the
+    rotation angle, 3 degrees per magnitude unit)."""
+    angles = []
+    monkeypatch.setattr("vit_jax.data.ops_randaug.SIGNED",
+                        {"Rotate": lambda image, degrees: angles.append(abs(degrees)) or image})
+    augment = RandAugment(1, 9, ops="timm", mstd=0.5)
+    for seed in range(2000):
+        augment.apply("Rotate", GRID, np.random.default_rng(seed))
+    magnitudes = np.array(angles) / 3.0
+    assert magnitudes.max() <= 10.0 and (magnitudes == 10.0).mean() > 0.01  # clipped at 10
+    kept = magnitudes[magnitudes < 10.0]
+    assert kept.mean() == pytest.approx(8.98, abs=0.05) and magnitudes.std() == \
+        pytest.approx(0.5, abs=0.05)
+    angles.clear()
+    RandAugment(1, 9, ops="timm").apply("Rotate", GRID, np.random.default_rng(0))
+    assert angles == [27.0]  # no mstd: exactly m
+
 def test_in_a_pp_string_and_bad_arguments():
     pp = build_pp("decode|randaug(2, 9)|value_range(-1, 1)")
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
@@ -215,7 +255,9 @@ def test_in_a_pp_string_and_bad_arguments():
                           ("randaug(-1)", "num_layers must be an int >= 0"),
                           ("randaug(2, 10, ops='tf')", r"ops must be one of \['big_vision', "
                                                        r"'timm'\]"),
-                          ("randaug(translate=-1)", "translate must be a number >= 0")]:
+                          ("randaug(translate=-1)", "translate must be a number >= 0"),
+                          ("randaug(mstd=-0.5)", "mstd must be a number >= 0"),
+                          ("randaug(increasing=1)", "increasing must be True or False")]:
         with pytest.raises(DataError, match=message):
             build_pp(spec)
     with pytest.raises(DataError, match="randaug takes uint8 images"):

@@ -35,6 +35,9 @@ class DataConfig:
     shapes: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(SHAPES_DEFAULTS))
     mixup_alpha: float = 0.0  # > 0 turns on batch-level mixup with Beta(alpha, alpha).
     cutmix_alpha: float = 0.0  # > 0 turns on CutMix (with mixup too: one or the other per step).
+    # Repeated augmentation (DeiT; timm's --aug-repeats): each epoch shows 1/r of the examples,
+    # each r times in the same global batch, augmented differently. 1 = off.
+    aug_repeats: int = 1
     workers: int = 0  # grain worker processes; 0 = in-process (with one prefetch thread).
     prefetch: int = 2  # Batches buffered ahead (per worker when workers > 0).
     skip_corrupt: bool = False  # Drop (and count) unreadable images instead of raising.
@@ -102,6 +105,9 @@ def _check(cfg: DataConfig) -> None:
         value = getattr(cfg, key)
         if not is_number(value) or value < 0:
             raise DataError(f"{key} must be a number >= 0 (0 = off), got {value!r}")
+    if not is_int(cfg.aug_repeats) or cfg.aug_repeats < 1:
+        raise DataError(f"aug_repeats must be an int >= 1 (1 = off; DeiT uses 3), got "
+                        f"{cfg.aug_repeats!r}")
     if cfg.packing:
         from vit_jax.data.packed import resolve_packing
 
@@ -109,6 +115,9 @@ def _check(cfg: DataConfig) -> None:
         if cfg.mixup_alpha or cfg.cutmix_alpha:
             raise DataError("data.packing does not combine with mixup_alpha/cutmix_alpha (they "
                             "mix whole images of equal size); set them to 0")
+        if cfg.aug_repeats != 1:
+            raise DataError("data.packing does not combine with aug_repeats (packed sequences "
+                            "draw their images in their own order); set it to 1")
     if cfg.train_subset is not None and (not is_int(cfg.train_subset) or cfg.train_subset < 1):
         raise DataError(f"train_subset must be None or an int >= 1, got {cfg.train_subset!r}")
 

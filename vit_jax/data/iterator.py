@@ -20,6 +20,9 @@ from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
 
 from vit_jax.data.errors import DataError
 
+# What a checkpoint written before a fingerprint key existed ran with.
+_SAVED_BEFORE_IT_EXISTED = {"aug_repeats": 1}
+
 
 class BatchIterator(grain.DatasetIterator):
     """Iterates `batches[step:]` with grain threads/processes; `num_steps=None` is endless."""
@@ -75,7 +78,8 @@ class BatchIterator(grain.DatasetIterator):
         return {"step": self._step, **self._fingerprint}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        wrong = {k: (state.get(k), v) for k, v in self._fingerprint.items() if state.get(k) != v}
+        saved = {**_SAVED_BEFORE_IT_EXISTED, **state}
+        wrong = {k: (saved.get(k), v) for k, v in self._fingerprint.items() if saved.get(k) != v}
         if wrong:
             details = ", ".join(f"{k}: saved {s!r}, now {v!r}" for k, (s, v) in wrong.items())
             raise DataError(f"iterator state is from a different input pipeline ({details})")

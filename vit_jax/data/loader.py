@@ -90,7 +90,8 @@ def build_train_iterator(
     split, pp, shape = _split_and_pp(cfg, cfg.train_split, cfg.pp_train, "pp_train",
                                      cfg.train_subset)
     example = TrainExample(split, pp, seed=seed, batch_size=batch_size,
-                           process=(process_index, process_count), shape=shape)
+                           process=(process_index, process_count), shape=shape,
+                           repeats=cfg.aug_repeats)
     batches = grain.MapDataset.range(sys.maxsize).map(example)
     batches = batches.batch(batch_size, drop_remainder=True)
     if cfg.mixup_alpha or cfg.cutmix_alpha:
@@ -100,6 +101,7 @@ def build_train_iterator(
         num_examples=len(split.records),
         seed=seed,
         global_batch_size=batch_size * process_count,
+        aug_repeats=cfg.aug_repeats,
     )
     return BatchIterator(
         batches, workers=cfg.workers, prefetch=cfg.prefetch, num_steps=None, fingerprint=fingerprint

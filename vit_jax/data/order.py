@@ -1,7 +1,9 @@
 """Which example goes where: the epoch shuffle and the process shard of each global batch.
 
 The global stream is a sequence of positions p = 0, 1, 2, ...; position p is example
-`permutation(epoch)[p % n]` of epoch `p // n`, and global batch `step` holds positions
+`permutation(epoch)[p % n]` of epoch `p // n` (with r repeats, `permutation(epoch)[p % n // r]`,
+copy `p % n % r`: r neighbouring positions, so one global batch, share an example), and global
+batch `step` holds positions
 [step * G, (step + 1) * G). Process j of P takes the j-th contiguous block of B = G / P rows of
 every global batch, so the processes' batches are disjoint and concatenate (in process order) to
 the global batch of a single-process run. All of this is a pure function of the seed, which is
@@ -21,9 +23,10 @@ def global_position(local_position: int, batch_size: int, process_index: int, co
     return (step * count + process_index) * batch_size + row
 
 
-def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of an example's random ops: same (seed, epoch, index) -> same draws."""
-    return np.random.default_rng([seed, _AUGMENT_STREAM, epoch, index])
+def example_rng(seed: int, epoch: int, index: int, copy: int = 0) -> np.random.Generator:
+    """The generator of an example's random ops: same (seed, epoch, index, copy) -> same draws
+    (``copy``: which of a repeated example's copies; 0 keys exactly as before repeats existed)."""
+    return np.random.default_rng([seed, _AUGMENT_STREAM, epoch, index] + ([copy] if copy else []))
 
 
 class EpochOrder:
@@ -33,17 +36,22 @@ class EpochOrder:
     boundary, so this is one permutation per epoch per worker process.
     """
 
-    def __init__(self, num_examples: int, seed: int, shuffle: bool = True):
+    def __init__(self, num_examples: int, seed: int, shuffle: bool = True, repeats: int = 1):
         if num_examples < 1:
             raise ValueError("cannot iterate over an empty split")
-        self.n, self.seed, self.shuffle = num_examples, seed, shuffle
+        self.n, self.seed, self.shuffle, self.repeats = num_examples, seed, shuffle, repeats
         self._cache: dict[int, np.ndarray] = {}
 
     def __call__(self, position: int) -> tuple[int, int]:
         epoch, offset = divmod(position, self.n)
+        slot = offset // self.repeats
         if not self.shuffle:
-            return epoch, offset
-        return epoch, int(self.permutation(epoch)[offset])
+            return epoch, slot
+        return epoch, int(self.permutation(epoch)[slot])
+
+    def copy(self, position: int) -> int:
+        """Which copy of its example ``position`` is (0 without repeats)."""
+        return position % self.n % self.repeats
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._cache:

@@ -116,18 +116,19 @@ class TrainExample:
 
     def __init__(
         self, split: Split, pp: Preprocess, *, seed: int, batch_size: int, process: tuple[int, int],
-        shape: tuple[int, ...] | None = None,
+        shape: tuple[int, ...] | None = None, repeats: int = 1,
     ):
         self.records, self.pp, self.seed, self.shape = split.records, pp, seed, shape
         self.batch_size, (self.process_index, self.process_count) = batch_size, process
-        self.order = EpochOrder(len(split.records), seed)
+        self.order = EpochOrder(len(split.records), seed, repeats=repeats)
 
     def __call__(self, local_position: int) -> dict[str, Any]:
         position = global_position(
             local_position, self.batch_size, self.process_index, self.process_count
         )
         epoch, index = self.order(position)
-        rng = example_rng(self.seed, epoch, index) if self.pp.needs_rng else None
+        rng = (example_rng(self.seed, epoch, index, self.order.copy(position))
+               if self.pp.needs_rng else None)
         return preprocess_example(self.records, self.pp, index, rng, self.shape)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 # Importing the op modules registers their ops.
-from vit_jax.data import ops_image, ops_label, ops_randaug  # noqa: F401
+from vit_jax.data import ops_erase, ops_image, ops_label, ops_randaug  # noqa: F401
 from vit_jax.data.errors import DataError
 from vit_jax.data.registry import lookup, valid_ops
 
