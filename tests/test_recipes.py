@@ -40,7 +40,7 @@ def shrink_run(config, data_dir, steps=3):
 
 
 def test_every_recipe_is_tested():
-    assert {p.stem for p in RECIPES.glob("*.py")} == {"vit_s16_i1k", "finetune_384"}
+    assert {p.stem for p in RECIPES.glob("*.py")} == {"vit_s16_i1k", "finetune_384", "deit"}
     for path in RECIPES.glob("*.py"):
         assert f"python -m vit_jax.main --config=configs/recipes/{path.stem}.py" in \
             path.read_text()
@@ -94,6 +94,40 @@ def test_vit_s16_i1k_model_has_big_visions_parameter_count():
     # timm's S/16 (22,050,664) - class token - learned positions + the 384x384 pre-logits
     assert count_params(model) == 22_122_472
 
+
+
+@pytest.mark.parametrize("arg, variant", [(None, "S/16"), ("Ti", "Ti/16"), ("B", "B/16")])
+def test_deit_is_deits_recipe(arg, variant):
+    c = recipe("deit", arg)
+    assert (c.model.variant, c.model.image_size, c.model.drop_path, c.model.pool,
+            c.model.posemb, c.model.class_token) == (variant, 224, 0.1, "cls", "learn", True)
+    assert c.batch_size == 1024 and c.total_steps == 375_341  # 300 x 1,281,167 / 1024
+    d = c.data
+    assert (d.train_split, d.mixup_alpha, d.cutmix_alpha, d.aug_repeats) == \
+        ("train", 0.8, 1.0, 3)
+    assert "inception_crop(224, area_min=8, method='bicubic')|flip_lr|randaug(2, 9, ops='timm', " \
+        "mstd=0.5, increasing=True)|value_range(-1,1)|random_erase(0.25)|onehot(1000, " \
+        "label_smoothing=0.1)" in d.pp_train
+    assert d.pp_eval.startswith("decode|resize_small(256, method='bicubic')|central_crop(224)|")
+    o = c.optim
+    assert (o.name, o.lr, o.weight_decay, o.eps, o.schedule, o.warmup_steps, o.grad_clip_norm,
+            o.ema_decay) == ("adamw", 1e-3, 0.05, 1e-8, "cosine", 6_255, None, None)
+    assert o.lr * o.end_lr_factor == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="deit.py:MODEL takes one of Ti, S, B"):
+        recipe("deit", "L")
+
+
+def test_deit_runs_with_every_augmentation_on_mock_imagenet(imagenet_dir, tmp_path):
+    """Ti/16 with DeiT's whole train pp, repeated augmentation, mixup/CutMix and stochastic
+    depth: a few steps on the mock, finite losses (at 64² instead of 224², for the suite's time:
+    only the crop sizes change, and 2 of the 12 blocks)."""
+    config = shrink_run(recipe("deit", "Ti"), imagenet_dir)
+    config.model.update(image_size=64, depth=2)
+    config.data.pp_train = config.data.pp_train.replace("crop(224", "crop(64")
+    config.data.pp_eval = config.data.pp_eval.replace("(256", "(73").replace("(224)", "(64)")
+    config.batch_size = 24  # whole groups of 3 copies, even for mixup, over 8 devices
+    results = train_and_evaluate(config, tmp_path / "run")
+    assert np.isfinite(results["final"]["eval/loss"]) and results["final"]["step"] == 3
 
 def test_finetune_384_runs_from_a_224_checkpoint_on_mock_imagenet(imagenet_dir, tmp_path, capsys):
     # like the ImageNet-21k checkpoints: a pre-logits layer the fine-tuned model drops
