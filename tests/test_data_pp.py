@@ -41,6 +41,22 @@ def test_decode_resize_value_range_onehot(example):
     assert run("decode|resize((8, 12))", ex)["image"].shape == (8, 12, 3)
 
 
+
+def test_normalize_is_torchvisions_normalize_of_the_0_1_image(example):
+    ex, image = example
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    out = run("decode|normalize", ex)["image"]
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, (image / 255 - mean) / std, rtol=1e-5, atol=1e-5)
+    grey = run("decode|normalize(0.5, 0.25)", ex)["image"]  # one value for every channel
+    np.testing.assert_allclose(grey, (image / 255 - 0.5) / 0.25, rtol=1e-5, atol=1e-5)
+    for spec, message in [("normalize(std=(0.2, 0))", "std > 0"),
+                          ("normalize((0.5, 0.5), (0.2, 0.2, 0.2))", "one value per channel")]:
+        with pytest.raises(data.DataError, match=message):
+            data.build_pp(spec)
+    with pytest.raises(data.DataError, match="3 channel statistics for an image of 1"):
+        data.build_pp("normalize")({"image": np.zeros((2, 2, 1), np.uint8)}, None)
+
 def test_channels(example):
     ex, image = example
     grey = run("decode(channels=1)", ex)["image"]

@@ -106,7 +106,7 @@ def test_deit_is_deits_recipe(arg, variant):
     assert (d.train_split, d.mixup_alpha, d.cutmix_alpha, d.aug_repeats) == \
         ("train", 0.8, 1.0, 3)
     assert "inception_crop(224, area_min=8, method='bicubic')|flip_lr|randaug(2, 9, ops='timm', " \
-        "mstd=0.5, increasing=True)|value_range(-1,1)|random_erase(0.25)|onehot(1000, " \
+        "mstd=0.5, increasing=True)|normalize|random_erase(0.25)|onehot(1000, " \
         "label_smoothing=0.1)" in d.pp_train
     assert d.pp_eval.startswith("decode|resize_small(256, method='bicubic')|central_crop(224)|")
     o = c.optim

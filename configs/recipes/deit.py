@@ -10,19 +10,18 @@ writes a mock to try the path).
 
 Every hyperparameter of DeiT's ``main.py`` defaults (the paper's Table 9):
 - data: the whole train split, batch 1024, 300 epochs; inception crop to 224 (area 8-100%,
-  aspect 3/4-4/3, bicubic), flip, RandAugment ``rand-m9-mstd0.5-inc1``, random erasing 0.25
-  (per-pixel noise), repeated augmentation ×3, mixup 0.8 and CutMix 1.0 (one or the other per
-  step), label smoothing 0.1; eval: short side to 256 (crop ratio 0.875, bicubic), central 224;
+  aspect 3/4-4/3, bicubic), flip, RandAugment ``rand-m9-mstd0.5-inc1``, ImageNet's mean and
+  std, random erasing 0.25 (per-pixel noise), repeated augmentation ×3, mixup 0.8 and CutMix
+  1.0 (one or the other per step), label smoothing 0.1; eval: short side to 256 (crop ratio
+  0.875, bicubic), central 224;
 - model: class token, learned positions, stochastic depth 0.1, no dropout;
 - optimizer: AdamW lr 5e-4 × 1024/512 = 1e-3, weight decay 0.05 (PyTorch's AdamW multiplies it
   by the lr, as optax does), eps 1e-8, 5 warmup epochs, cosine to 1e-5, no gradient clipping, no
   weight average (the paper found no gain from one).
 
-Where this differs from DeiT's code (none expected to move the number): images are scaled to
-[-1, 1] instead of ImageNet's mean and std (random erasing's N(0, 1) noise is then relatively
-twice as strong); the head starts from Xavier-uniform instead of a truncated normal of std 0.02;
-RandAugment's geometric ops fill with grey 128 instead of the mean colour; warmup starts from 0
-instead of 1e-6.
+Where this differs from DeiT's code (none expected to move the number): the head starts from
+Xavier-uniform instead of a truncated normal of std 0.02; RandAugment's geometric ops fill with
+grey 128 instead of the mean colour; warmup starts from 0 instead of 1e-6.
 """
 
 from vit_jax.config import base_config, model_config
@@ -32,10 +31,9 @@ BATCH = 1024
 EPOCHS = 300
 MODELS = {"Ti": "Ti/16", "S": "S/16", "B": "B/16"}
 PP_TRAIN = ("decode|inception_crop(224, area_min=8, method='bicubic')|flip_lr"
-            "|randaug(2, 9, ops='timm', mstd=0.5, increasing=True)|value_range(-1,1)"
+            "|randaug(2, 9, ops='timm', mstd=0.5, increasing=True)|normalize"
             "|random_erase(0.25)|onehot(1000, label_smoothing=0.1)")
-PP_EVAL = ("decode|resize_small(256, method='bicubic')|central_crop(224)|value_range(-1,1)"
-           "|onehot(1000)")
+PP_EVAL = "decode|resize_small(256, method='bicubic')|central_crop(224)|normalize|onehot(1000)"
 
 
 def get_config(arg: str | None = None):

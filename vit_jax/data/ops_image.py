@@ -333,6 +333,31 @@ class FlipLR:
         return example
 
 
+@register("normalize")
+class Normalize:
+    """Per-channel standardisation of a [0, 255] image: (x / 255 − mean) / std, float32, with
+    ImageNet's mean and std by default (timm's and torchvision's ``Normalize``; DeiT's input).
+    ``value_range(-1, 1)`` is big_vision's choice instead."""
+
+    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        mean, std = np.atleast_1d(np.float32(mean)), np.atleast_1d(np.float32(std))
+        if mean.ndim != 1 or mean.shape != std.shape or not (std > 0).all():
+            raise ValueError(f"normalize: mean and std need one value per channel (or one for "
+                             f"all), std > 0; got mean={mean.tolist()}, std={std.tolist()}")
+        self.scale = np.float32(1 / 255) / std
+        self.offset = -mean / std
+
+    def __call__(self, example, rng):
+        image = example["image"]
+        if image.shape[-1] != len(self.scale) and len(self.scale) != 1:
+            raise ValueError(f"normalize: {len(self.scale)} channel statistics for an image of "
+                             f"{image.shape[-1]} channels (to_rgb first?)")
+        image = image.astype(np.float32)
+        image *= self.scale
+        image += self.offset
+        return {**example, "image": image}
+
+
 @register("value_range")
 class ValueRange:
     """Linearly maps [in_min, in_max] (uint8 pixel range by default) to float32 [vmin, vmax]."""
