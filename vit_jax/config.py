@@ -44,6 +44,21 @@ def base_config() -> mlc.ConfigDict:
     return c
 
 
+def imagenet_config(*, batch_size: int, total_steps: int, train_split: str,
+                    eval_every_steps: int) -> mlc.ConfigDict:
+    """``base_config`` with what the ImageNet-1k recipes (``configs/recipes/``) share: TFDS
+    ``imagenet2012`` with its validation split as the headline ``eval``, 16 input workers,
+    evaluation batches as large as the training ones, a checkpoint every 1,000 steps and a log
+    line every 50, data parallel over every device."""
+    c = base_config()
+    c.batch_size, c.eval_batch_size, c.total_steps = batch_size, batch_size, total_steps
+    c.data.update(name="tfds:imagenet2012", train_split=train_split, eval_split="validation",
+                  workers=16)
+    c.evals.eval.split = "validation"  # "eval/accuracy": the headline number
+    c.eval_every_steps, c.checkpoint_every_steps, c.log_every_steps = eval_every_steps, 1000, 50
+    return c
+
+
 def _scalar_types(hints: dict[str, typing.Any]) -> dict[str, type]:
     """The first scalar type of each annotation (``float | None`` -> float)."""
     out = {}

@@ -24,7 +24,7 @@ Xavier-uniform instead of a truncated normal of std 0.02; RandAugment's geometri
 grey 128 instead of the mean colour; warmup starts from 0 instead of 1e-6.
 """
 
-from vit_jax.config import base_config, model_config
+from vit_jax.config import imagenet_config, model_config
 
 TRAIN_IMAGES = 1_281_167  # ImageNet-1k's train split, all of it (DeiT holds nothing out)
 BATCH = 1024
@@ -40,26 +40,15 @@ def get_config(arg: str | None = None):
     if (arg or "S") not in MODELS:
         raise ValueError(f"deit.py:MODEL takes one of {', '.join(MODELS)} (DeiT-Ti/S/B), got "
                          f"{arg!r}")
-    c = base_config()
-    c.batch_size = BATCH
-    c.total_steps = EPOCHS * TRAIN_IMAGES // BATCH
-    c.data.name = "tfds:imagenet2012"
-    c.data.train_split = "train"
-    c.data.eval_split = "validation"
+    c = imagenet_config(batch_size=BATCH, total_steps=EPOCHS * TRAIN_IMAGES // BATCH,
+                        train_split="train", eval_every_steps=2500)
     c.data.pp_train, c.data.pp_eval = PP_TRAIN, PP_EVAL
     c.data.mixup_alpha, c.data.cutmix_alpha = 0.8, 1.0
     c.data.aug_repeats = 3
-    c.data.workers = 16
     c.model = model_config(MODELS[arg or "S"], image_size=224, drop_path=0.1,
                            head_zero_init=False)
     c.optim.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05,
                    schedule="cosine", warmup_steps=5 * TRAIN_IMAGES // BATCH,
                    end_lr_factor=1e-5 / 1e-3)
-    c.evals.eval.split = "validation"  # "eval/accuracy": the headline number
     c.evals.train_eval = {"kind": "classification", "split": "train[:1%]"}
-    c.eval_every_steps = 2500
-    c.checkpoint_every_steps = 1000
-    c.log_every_steps = 50
-    c.eval_batch_size = 1024
-    c.mesh.update(data=-1, fsdp=1, tensor=1)
     return c

@@ -19,7 +19,7 @@ to 24×24 with ``scipy.ndimage.zoom``-style linear interpolation (``posemb_resam
 original's), and a checkpoint with another class count gets a new zero head.
 """
 
-from vit_jax.config import base_config, model_config
+from vit_jax.config import imagenet_config, model_config
 
 PP_COMMON = "|value_range(-1,1)|onehot(1000)"
 
@@ -29,24 +29,13 @@ def get_config(arg: str | None = None):
     if not checkpoint:
         raise ValueError("finetune_384.py needs the checkpoint to fine-tune: "
                          "--config=configs/recipes/finetune_384.py:CHECKPOINT[,VARIANT]")
-    c = base_config()
+    c = imagenet_config(batch_size=512, total_steps=20_000, train_split="train[:99%]",
+                        eval_every_steps=1000)
     c.init_from = checkpoint
-    c.batch_size = 512
-    c.total_steps = 20_000
-    c.data.name = "tfds:imagenet2012"
-    c.data.train_split = "train[:99%]"
-    c.data.eval_split = "validation"
     c.data.pp_train = "decode|inception_crop(384)|flip_lr" + PP_COMMON
     c.data.pp_eval = "decode|resize(384)" + PP_COMMON
-    c.data.workers = 16
     c.model = model_config(variant or "B/16", image_size=384, posemb_resample="zoom")
     c.optim.update(name="sgd", momentum=0.9, lr=0.03, weight_decay=0.0, schedule="cosine",
                    warmup_steps=500, grad_clip_norm=1.0)
-    c.evals.eval.split = "validation"
     c.evals.minival = {"kind": "classification", "split": "train[99%:]"}
-    c.eval_every_steps = 1000
-    c.checkpoint_every_steps = 1000
-    c.log_every_steps = 50
-    c.eval_batch_size = 512
-    c.mesh.update(data=-1, fsdp=1, tensor=1)
     return c

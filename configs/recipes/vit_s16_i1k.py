@@ -25,7 +25,7 @@ Not as big_vision: grain's global shuffle replaces its 250k-example shuffle buff
 are decoded whole before the crop (its fused decode-and-crop gives the same pixels, faster).
 """
 
-from vit_jax.config import base_config, model_config
+from vit_jax.config import imagenet_config, model_config
 
 TRAIN_IMAGES = 1_268_355  # train[:99%] of ImageNet-1k's 1,281,167
 BATCH = 1024
@@ -38,27 +38,16 @@ def get_config(arg: str | None = None):
     if epochs < 1:
         raise ValueError(f"vit_s16_i1k.py:EPOCHS needs a positive whole number of epochs "
                          f"(the paper's: 90, 150, 300), got {arg!r}")
-    c = base_config()
-    c.batch_size = BATCH
-    c.total_steps = epochs * TRAIN_IMAGES // BATCH
-    c.data.name = "tfds:imagenet2012"
-    c.data.train_split = "train[:99%]"
-    c.data.eval_split = "validation"
+    c = imagenet_config(batch_size=BATCH, total_steps=epochs * TRAIN_IMAGES // BATCH,
+                        train_split="train[:99%]", eval_every_steps=2500)
     c.data.pp_train = "decode|inception_crop(224)|flip_lr|randaug(2, 10)" + PP_COMMON
     c.data.pp_eval = "decode|resize_small(256)|central_crop(224)" + PP_COMMON
     c.data.mixup_alpha = 0.2
-    c.data.workers = 16
     c.model = model_config("S/16", image_size=224, pool="gap", class_token=False,
                            posemb="sincos2d", representation_size=384, head_zero_init=True)
     c.optim.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, mu_dtype="bfloat16",
                    weight_decay=0.1, schedule="cosine", warmup_steps=10_000,
                    grad_clip_norm=1.0)
-    c.evals.eval.split = "validation"  # "eval/accuracy": the headline number
     c.evals.minival = {"kind": "classification", "split": "train[99%:]"}
     c.evals.train_eval = {"kind": "classification", "split": "train[:2%]"}
-    c.eval_every_steps = 2500
-    c.checkpoint_every_steps = 1000
-    c.log_every_steps = 50
-    c.eval_batch_size = 1024
-    c.mesh.update(data=-1, fsdp=1, tensor=1)
     return c
