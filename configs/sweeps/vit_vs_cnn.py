@@ -37,6 +37,25 @@ attention and position maps of these checkpoints are in maps/maps.md (learned po
 local: locality -0.12 ± 0.02; last-layer attention entropy 0.81 ± 0.03); wall times were
 measured with the study pinned to one core beside other jobs, and points preempted for CI
 include their restarts."""),
+    "shapes": dict(
+        conclusion="""
+On 5,000 training images of the procedural 32x32 shapes (6 classes, chance 16.7%) with seed
+004's protocol, both CNNs beat the ViT-Tiny and the intervals separate: SmallResNet 77.77 ±
+4.29%, SimpleCNN 49.13 ± 1.42%, ViT-Tiny 38.77 ± 1.02% test accuracy (n = 3 each), with 7-9x
+fewer parameters: seed 004's verdict holds again (its two CNNs swap places: here the residual
+net leads by 29 points). Its diagnosis does not, as on MNIST: the ViT reaches 69.45 ± 3.81% on
+its own training images, 31 points above its test accuracy, where SimpleCNN's gap is 13 points
+(62.56% train) and SmallResNet's 8 (86.04%); the ViT over-fits the few images it has instead of
+under-fitting as on seed 004's CIFAR-10 (53.5% train, 49.6% test). Its learned positions did
+not become local (locality -0.09 ± 0.02, maps/maps.md).""",
+        limits="""
+Procedural shapes, not CIFAR-10 (not available offline); 3 seeds, and SmallResNet's spread is
+wide (73.2-81.7%); one training recipe per model (seed 004's), no tuning per model; wall times
+were measured with the study pinned to one core beside the session's other work (tests and a
+CI run), and ViT-Tiny seed 0's wall counts only the half it ran after resuming from step 585
+in a later session. The points were evaluated a second time from their final checkpoints (an
+option added to the code mid-study changed their config records): the same accuracies, the
+img/s columns from that quiet re-run, the walls the study's plus that re-run's ~15 s."""),
 }
 
 
