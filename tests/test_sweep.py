@@ -1,6 +1,7 @@
 """The sweep runner: records, resumes, survives failing points, writes tables and plots."""
 
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -16,7 +17,7 @@ from vit_jax import count_params
 from vit_jax.config import build_model, load_config_file, validate
 from vit_jax.data.prepare import ENV_DATA_DIR
 from vit_jax.sweep import expand_points, resolution_sweep_config, sweep_config
-from vit_jax.sweep.points import Preempted
+from vit_jax.sweep.points import Preempted, _defaults, config_fingerprint, same_config
 from vit_jax.sweep.runner import run_sweep
 
 SWEEPS = Path(__file__).parent.parent / "configs" / "sweeps"
@@ -187,3 +188,18 @@ def test_sweep_config_points_validate(name, arg, tmp_path, monkeypatch):
         if config.data.train_subset:
             config.data.train_subset = 48
         validate(config)
+
+
+def test_a_record_from_before_an_option_existed_matches_while_the_option_is_at_its_default():
+    """Upgrading vit_jax mid-study adds options (data.aug_repeats, a model flag): points that
+    finished before must reload, unless the new option is set to something else now."""
+    now = config_fingerprint(tiny_config())
+    defaults = _defaults(now)
+    saved = copy.deepcopy(now)
+    del saved["data"]["aug_repeats"], saved["model"]["qk_norm"]
+    assert same_config(saved, now, defaults) and same_config(now, now, defaults)
+    changed = copy.deepcopy(now)
+    changed["data"]["aug_repeats"] = 3
+    assert not same_config(saved, changed, defaults)
+    assert not same_config(now, {**now, "seed": now["seed"] + 1}, defaults)
+    assert not same_config({**now, "removed_option": 1}, now, defaults)

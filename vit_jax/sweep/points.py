@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections as mlc
@@ -126,7 +127,37 @@ def _record_of_same_config(point: Point, workdir: Path) -> dict | None:
     if not path.exists() or point.config is None:
         return None
     rec = json.loads(path.read_text())
-    return rec if rec.get("config") == config_fingerprint(point.config) else None
+    now = config_fingerprint(point.config)
+    return rec if same_config(rec.get("config"), now, _defaults(now)) else None
+
+
+def same_config(saved: Any, now: Any, defaults: Any) -> bool:
+    """Whether a point's recorded config is its config now. A key the record lacks is an option
+    added to vit_jax after the point ran: the same config if it holds its default (``defaults``,
+    the same nesting), so upgrading mid-study does not rerun finished points."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return saved == now
+    if set(saved) - set(now):
+        return False
+    defaults = defaults if isinstance(defaults, dict) else {}
+    for key, value in now.items():
+        if key not in saved:
+            if key not in defaults or defaults[key] != value:
+                return False
+        elif not same_config(saved[key], value, defaults.get(key)):
+            return False
+    return True
+
+
+def _defaults(fingerprint: dict) -> dict:
+    """Every option's default, as a fingerprint: ``base_config`` and the point's model class."""
+    from vit_jax.config import base_config, model_config
+
+    defaults = config_fingerprint(base_config())
+    variant = (fingerprint.get("model") or {}).get("variant")
+    if variant:
+        defaults["model"] = config_fingerprint(model_config(variant))
+    return defaults
 
 
 def load_record(point: Point, workdir: Path) -> dict | None:
