@@ -333,6 +333,15 @@ class FlipLR:
         return example
 
 
+def _scaled_float(image: np.ndarray, scale, offset) -> np.ndarray:
+    """``image · scale + offset`` as a new float32 array, computed in place in it (no
+    temporaries): the affine map of ``value_range`` and ``normalize``."""
+    out = image.astype(np.float32)
+    out *= scale
+    out += offset
+    return out
+
+
 @register("normalize")
 class Normalize:
     """Per-channel standardisation of a [0, 255] image: (x / 255 − mean) / std, float32, with
@@ -352,10 +361,7 @@ class Normalize:
         if image.shape[-1] != len(self.scale) and len(self.scale) != 1:
             raise ValueError(f"normalize: {len(self.scale)} channel statistics for an image of "
                              f"{image.shape[-1]} channels (to_rgb first?)")
-        image = image.astype(np.float32)
-        image *= self.scale
-        image += self.offset
-        return {**example, "image": image}
+        return {**example, "image": _scaled_float(image, self.scale, self.offset)}
 
 
 @register("value_range")
@@ -380,9 +386,7 @@ class ValueRange:
         self.bounds = (np.float32(vmin), np.float32(vmax)) if clip_values else None
 
     def __call__(self, example, rng):
-        image = example["image"].astype(np.float32)  # in place from here: no temporaries
-        image *= self.scale
-        image += self.offset
+        image = _scaled_float(example["image"], self.scale, self.offset)
         if self.bounds is not None:
             image = np.clip(image, *self.bounds)
         return {**example, "image": image}
