@@ -18,10 +18,11 @@ import jax
 from absl import flags
 from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
 
+from vit_jax.data.config import DataConfig
 from vit_jax.data.errors import DataError
 
-# What a checkpoint written before a fingerprint key existed ran with.
-_SAVED_BEFORE_IT_EXISTED = {"aug_repeats": 1}
+# What a checkpoint written before a fingerprint key existed ran with: that option's default.
+_SAVED_BEFORE_IT_EXISTED = {"aug_repeats": DataConfig.aug_repeats}
 
 
 class BatchIterator(grain.DatasetIterator):
