@@ -124,15 +124,15 @@ def build_eval_iterator(
     """
     cfg = resolve(data_config)
     _check_batching(batch_size, process_index, process_count)
-    split, pp, shape = _split_and_pp(cfg, split or cfg.eval_split, cfg.pp_eval, "pp_eval")
+    source, pp, shape = _split_and_pp(cfg, split or cfg.eval_split, cfg.pp_eval, "pp_eval")
     global_batch = batch_size * process_count
-    num_steps = -(-len(split.records) // global_batch)
-    example = EvalExample(split, pp, batch_size=batch_size,
+    num_steps = -(-len(source.records) // global_batch)
+    example = EvalExample(source, pp, batch_size=batch_size,
                           process=(process_index, process_count), shape=shape)
     batches = grain.MapDataset.range(num_steps * batch_size).map(example)
     batches = batches.batch(batch_size, drop_remainder=True)
     fingerprint = dict(
-        dataset=split.name, num_examples=len(split.records), global_batch_size=global_batch
+        dataset=source.name, num_examples=len(source.records), global_batch_size=global_batch
     )
     return BatchIterator(
         batches,
