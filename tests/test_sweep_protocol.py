@@ -145,3 +145,30 @@ def test_resolution_sweep_with_seeds_trains_a_checkpoint_per_seed(tmp_path):
     with pytest.raises(ValueError, match="drop init_from, or seeds"):
         run_sweep(resolution_sweep_config("x", small, init_from=str(tmp_path), seeds=[0]),
                   tmp_path / "other")
+
+
+# Each committed study and the sweep config (and argument) that wrote it.
+COMMITTED_STUDIES = {
+    "flexivit": ("flexivit.py", None),
+    "patch_size_mnist_flops": ("patch_size.py", "mnist:DIR"),
+    "resolution_mnist": ("resolution.py", "mnist:DIR"),
+    "vit_vs_cnn_mnist": ("vit_vs_cnn.py", "mnist:DIR"),
+    "vit_vs_cnn_shapes": ("vit_vs_cnn.py", "shapes"),
+}
+
+
+@pytest.mark.parametrize("study", sorted(COMMITTED_STUDIES))
+def test_a_committed_studys_answer_is_its_sweep_configs(study):
+    """Rerunning a study rewrites results.md from its config: the answer must live there."""
+    from pathlib import Path
+
+    from vit_jax.config import load_config_file
+    from vit_jax.sweep.report import closing
+
+    root = Path(__file__).resolve().parent.parent
+    config, arg = COMMITTED_STUDIES[study]
+    sweep = load_config_file(root / "configs" / "sweeps" / config, arg)
+    assert sweep.conclusion and sweep.limits
+    md = (root / "docs" / "results" / study / "results.md").read_text()
+    answer = "\n".join(closing([], sweep)).strip()
+    assert md.rstrip().endswith(answer), f"docs/results/{study}/results.md ends otherwise"
