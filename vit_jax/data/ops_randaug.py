@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from vit_jax.checks import is_int, is_number
+from vit_jax.data.errors import DataError
 from vit_jax.data.registry import register
 
 MAX_LEVEL = 10.0
@@ -235,7 +236,7 @@ class RandAugment:
     def __call__(self, example, rng):
         image = example["image"]
         if image.dtype != np.uint8:
-            raise ValueError(f"randaug takes uint8 images (put it before value_range), got "
+            raise DataError(f"randaug takes uint8 images (put it before value_range), got "
                              f"{image.dtype}")
         names = OP_LISTS[self.ops]
         for _ in range(self.num_layers):
