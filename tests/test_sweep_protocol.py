@@ -151,6 +151,8 @@ def test_resolution_sweep_with_seeds_trains_a_checkpoint_per_seed(tmp_path):
 COMMITTED_STUDIES = {
     "flexivit": ("flexivit.py", None),
     "patch_size_mnist_flops": ("patch_size.py", "mnist:DIR"),
+    "patch_size_mnist_steps": ("patch_size.py", "mnist-steps:DIR"),
+    "posemb_mnist": ("posemb.py", "mnist:DIR"),
     "resolution_mnist": ("resolution.py", "mnist:DIR"),
     "vit_vs_cnn_mnist": ("vit_vs_cnn.py", "mnist:DIR"),
     "vit_vs_cnn_shapes": ("vit_vs_cnn.py", "shapes"),
