@@ -327,7 +327,10 @@ def plot_xy(records, path: Path, *, x_key: str, x_label: str, log_x: bool,
                           capsize=3)
             ax.bar_label(bars, labels=[f"{y:.1%}" if y <= 1 else f"{y:.3g}" for y in ys],
                          fontsize=6)
-        ax.set_xticks(range(len(done)), [str(x) for x in xs])
+        labels = [str(x) for x in xs]
+        crowded = sum(map(len, labels)) > 60  # e.g. six 'patch1,sincos2d' names overlap
+        ax.set_xticks(range(len(done)), labels, rotation=25 if crowded else 0,
+                      ha="right" if crowded else "center")
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel(x_label)
