@@ -2,14 +2,19 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import tiny_config
+from vit_jax.config import load_config_file
 from vit_jax.sweep import expand_points, resolution_sweep_config, sweep_config
 from vit_jax.sweep.aggregate import aggregate
 from vit_jax.sweep.budget import apply_budget
+from vit_jax.sweep.report import closing
 from vit_jax.sweep.runner import run_sweep
+
+REPO = Path(__file__).resolve().parent.parent
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -162,15 +167,9 @@ COMMITTED_STUDIES = {
 @pytest.mark.parametrize("study", sorted(COMMITTED_STUDIES))
 def test_a_committed_studys_answer_is_its_sweep_configs(study):
     """Rerunning a study rewrites results.md from its config: the answer must live there."""
-    from pathlib import Path
-
-    from vit_jax.config import load_config_file
-    from vit_jax.sweep.report import closing
-
-    root = Path(__file__).resolve().parent.parent
     config, arg = COMMITTED_STUDIES[study]
-    sweep = load_config_file(root / "configs" / "sweeps" / config, arg)
+    sweep = load_config_file(REPO / "configs" / "sweeps" / config, arg)
     assert sweep.conclusion and sweep.limits
-    md = (root / "docs" / "results" / study / "results.md").read_text()
+    md = (REPO / "docs" / "results" / study / "results.md").read_text()
     answer = "\n".join(closing([], sweep)).strip()
     assert md.rstrip().endswith(answer), f"docs/results/{study}/results.md ends otherwise"
