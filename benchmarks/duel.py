@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIMM_NAMES = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224",
               "B/16": "vit_base_patch16_224", "L/16": "vit_large_patch16_224"}
 KINDS = ("forward", "train")
+DTYPES = ("float32", "bfloat16")
 PEERS_ENV = "VIT_JAX_PEERS_PYTHON"
 PAUSE_S = 0.3  # lets the other worker's spinning pool threads go idle before a step
 
@@ -83,7 +84,7 @@ def peers_python() -> str | None:
 
 def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int = 224,
          python: str | None = None, *, kinds: tuple[str, ...] = KINDS,
-         steps_per_round: int = 1, gpu: bool = False) -> dict:
+         steps_per_round: int = 1, gpu: bool = False, dtype: str = "float32") -> dict:
     """Per variant and kind: vit_jax and timm images/s (medians) and the median per-round
     ratio vit_jax/timm (> 1: vit_jax is faster), with its spread. Each variant gets its own
     pair of workers, so each process holds one model, as a training job does (a process
@@ -91,7 +92,9 @@ def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int 
 
     ``gpu``: both on the GPU, timm as a PyTorch user runs it there (bf16 autocast,
     ``torch.compile``, fused AdamW), vit_jax's default path (bf16, auto attention) limited to
-    45% of the GPU's memory so that the two fit side by side. A round times
+    45% of the GPU's memory so that the two fit side by side. ``dtype="bfloat16"`` on the
+    CPU: both compute in bf16 (vit_jax ``dtype="bfloat16"``, timm under bf16 autocast),
+    parameters float32 in both. A round times
     ``steps_per_round`` steps of each and takes their mean."""
     exe = python or peers_python()
     if exe is None:
@@ -103,7 +106,7 @@ def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int 
     rows, info = [], {}
     for variant in variants:
         times, info = _duel_one(variant, batch, rounds, image_size, exe, kinds,
-                                steps_per_round, gpu)
+                                steps_per_round, gpu, dtype)
         for k in kinds:
             ours, theirs = times[(k, "vit_jax")], times[(k, "timm")]
             ratios = sorted(t / o for o, t in zip(ours, theirs, strict=True))
@@ -113,16 +116,23 @@ def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int 
                          "ratio": statistics.median(ratios), "ratio_min": ratios[0],
                          "ratio_max": ratios[-1], "vit_jax_s": ours, "timm_s": theirs})
     return {"batch": batch, "rounds": rounds, "steps_per_round": steps_per_round,
-            "image_size": image_size, "gpu": gpu, "rows": rows, "workers": info}
+            "image_size": image_size, "gpu": gpu, "dtype": dtype, "rows": rows,
+            "workers": info}
 
 
 def _duel_one(variant: str, batch: int, rounds: int, image_size: int, exe: str,
-              kinds: tuple[str, ...], steps_per_round: int, gpu: bool) -> tuple[dict, dict]:
+              kinds: tuple[str, ...], steps_per_round: int, gpu: bool,
+              dtype: str = "float32") -> tuple[dict, dict]:
     """Step times {(kind, worker): [seconds per round]} of one variant, and the workers' info."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: valid are {DTYPES}")
     spec = {"variants": [variant], "batch": batch, "image_size": image_size,
             "kinds": list(kinds)}
     timm_spec = {"models": {variant: TIMM_NAMES[variant]}, "batch": batch,
                  "image_size": image_size, "kinds": list(kinds)}
+    if dtype == "bfloat16" and not gpu:
+        spec["overrides"] = {"dtype": "bfloat16"}
+        timm_spec["amp"] = True
     if gpu:
         timm_spec.update(device="cuda", amp=True, compile=True)
     jax_env = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.45"} if gpu else {}
@@ -172,8 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="compute dtype of both (bfloat16: vit_jax dtype=bfloat16 against timm "
+                        "under bf16 autocast; parameters float32 in both)")
     args = p.parse_args(argv)
-    result = duel(args.variants.split(","), args.batch, args.rounds, args.image_size)
+    result = duel(args.variants.split(","), args.batch, args.rounds, args.image_size,
+                  dtype=args.dtype)
     print(table(result))
 
 

@@ -395,16 +395,16 @@ def job_quickstart(repeats: int = 3, pipeline_batches: int = 30) -> dict[str, An
 
 
 def serve(variants: list[str], batch: int = 32, image_size: int = 224,
-          kinds: tuple[str, ...] = ("forward", "train")) -> None:
+          kinds: tuple[str, ...] = ("forward", "train"), overrides: dict | None = None) -> None:
     """Duel worker (``benchmarks/duel.py``): compiles each variant's inference and/or train
     step (``kinds``), then runs steps on command, so the driver can alternate with timm step
-    by step."""
+    by step. ``overrides``: model options (e.g. ``dtype``)."""
     import jax
 
     steps: dict[str, Any] = {}
     for variant in variants:  # keys "<variant>|forward" and "<variant>|train"
         config = {"label": variant, **{k: k in kinds for k in ("forward", "train")}}
-        _compare_one(config, {}, steps, variant, batch, image_size, {}, None)
+        _compare_one(config, {}, steps, variant, batch, image_size, overrides or {}, None)
     serve_loop(steps, {"jax": jax.__version__})
 
 

@@ -407,7 +407,10 @@ def report(run: dict) -> str:
                         f"{peers['threads']} threads, same batch, f32."
                         if "torch" in peers else peers.get("error") or "not run (`--peers`)."),
         f"- Timing: median of {a['repeats']} steps after one warm-up step; train step = "
-        "forward + backward + AdamW (`make_train_step`, jitted with state donation).", "",
+        "forward + backward + AdamW (`make_train_step`, jitted with state donation).",
+        "- Other machine kinds, recorded from the commands they name: "
+        "`benchmarks/RESULTS_INTEL.md` (Intel Xeon with AMX: the duel, where the time goes, "
+        "bf16).", "",
         "## Throughput", "", *model_lines, "",
     ]
     if vs_lines:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vit_jax.models.contract import contract
 from vit_jax.models.layers import LayerNorm, dropout, param
 
 Array = jax.Array
@@ -71,7 +72,7 @@ def standard_attention(q: Array, k: Array, v: Array, *, return_weights: bool = F
     large array (README, "Performance").
     """
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k).astype(jnp.float32)
+    logits = contract("bhqd,bhkd->bhqk", q * scale, k).astype(jnp.float32)
     if segment_ids is not None:
         logits = jnp.where(_same_segment(*_query_key_segments(segment_ids)), logits,
                            _MASK_VALUE)
@@ -79,8 +80,8 @@ def standard_attention(q: Array, k: Array, v: Array, *, return_weights: bool = F
     shift = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
     unnormalised = jnp.exp(logits - shift)
     total = unnormalised.sum(axis=-1, keepdims=True)
-    out = jnp.einsum("bhqk,bhkd->bhqd", unnormalised.astype(v.dtype), v,
-                     preferred_element_type=jnp.float32) / total
+    out = contract("bhqk,bhkd->bhqd", unnormalised.astype(v.dtype), v,
+                   out_dtype=jnp.float32) / total
     out_dtype = jnp.result_type(q.dtype, v.dtype)
     weights = (unnormalised / total).astype(q.dtype) if return_weights else None
     return out.astype(out_dtype), weights
@@ -279,8 +280,8 @@ class Attention(nnx.Module):
     def _project(self, x: Array, proj) -> Array:
         """(B, N, D) -> (B, H, N, hd): heads-major, so the attention matmuls are plain batched
         matmuls with no transposes (measured faster than (B, N, H, hd) on CPU)."""
-        return (jnp.einsum("bnd,dhk->bhnk", x, proj["kernel"][...].astype(x.dtype))
-                + proj["bias"][...].astype(x.dtype)[:, None, :])
+        return contract("bnd,dhk->bhnk", x, proj["kernel"][...]) + proj["bias"][...].astype(
+            x.dtype)[:, None, :]
 
     def _project_qkv(self, x: Array,
                      input_norm: LayerNorm | None = None) -> tuple[Array, Array, Array]:
@@ -298,7 +299,7 @@ class Attention(nnx.Module):
         bias = jnp.concatenate([p["bias"][...].reshape(h * hd) for p in projs])
         if input_norm is not None:
             x, kernel, bias = input_norm.feeding(x, kernel, bias)
-        qkv = x.reshape(b * n, d) @ kernel.astype(x.dtype) + bias.astype(x.dtype)
+        qkv = contract("mk,kn->mn", x.reshape(b * n, d), kernel, bias)
         qkv = jnp.transpose(qkv.reshape(b, n, 3, h, hd), (2, 0, 3, 1, 4))
         return qkv[0], qkv[1], qkv[2]
 
@@ -334,5 +335,4 @@ class Attention(nnx.Module):
         else:
             y = attend(q, k, v, self.implementation, query_chunk=self.query_chunk,
                        key_chunk=self.key_chunk, segment_ids=segment_ids)
-        out = jnp.einsum("bhnk,hkd->bnd", y, self.out["kernel"][...].astype(y.dtype))
-        return out + self.out["bias"][...].astype(out.dtype), weights
+        return contract("bhnk,hkd->bnd", y, self.out["kernel"][...], self.out["bias"][...]), weights

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vit_jax.models.contract import contract
+
 Array = jax.Array
 
 
@@ -111,5 +113,5 @@ class Dense(nnx.Module):
         bias = None if self.bias is None else self.bias[...]
         if input_norm is not None:
             x, kernel, bias = input_norm.feeding(x, kernel, bias)
-        y = x @ kernel.astype(x.dtype)
-        return y if bias is None else y + bias.astype(x.dtype)
+        y = contract("mk,kn->mn", x.reshape(-1, x.shape[-1]), kernel, bias)
+        return y.reshape(*x.shape[:-1], kernel.shape[-1])

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vit_jax.models.contract import contract
 from vit_jax.models.layers import param
 
 Array = jax.Array
@@ -78,8 +79,11 @@ def _conv_embed_backward(residuals: tuple[Array, Array], d_tokens: Array) -> tup
     patch = kernel.shape[:2]
     matrix = kernel.reshape(-1, kernel.shape[-1])  # (ph*pw*C, D), patchify's order
     patches = patchify(images, patch)
-    d_kernel = jnp.einsum("bnp,bnd->pd", patches, d_tokens).reshape(kernel.shape)
-    d_images = unpatchify(d_tokens @ matrix.T, grid_size(images.shape[1:3], patch), patch)
+    # float32 results: in bfloat16 this keeps both products on XLA:CPU's bf16 path (contract)
+    d_kernel = jnp.einsum("bnp,bnd->pd", patches, d_tokens,
+                          preferred_element_type=jnp.float32).reshape(kernel.shape)
+    d_patches = jnp.einsum("bnd,pd->bnp", d_tokens, matrix, preferred_element_type=jnp.float32)
+    d_images = unpatchify(d_patches, grid_size(images.shape[1:3], patch), patch)
     return d_images.astype(images.dtype), d_kernel.astype(kernel.dtype)
 
 
@@ -128,5 +132,7 @@ class PatchEmbed(nnx.Module):
         return self._project(patches, kernel)
 
     def _project(self, patches: Array, kernel: Array) -> Array:
-        return patches @ kernel.reshape(-1, kernel.shape[-1]) + self.bias[...].astype(
-            patches.dtype)
+        matrix = kernel.reshape(-1, kernel.shape[-1])
+        tokens = contract("mk,kn->mn", patches.reshape(-1, matrix.shape[0]), matrix,
+                          self.bias[...])
+        return tokens.reshape(*patches.shape[:-1], matrix.shape[1])

@@ -33,8 +33,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}
 def compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
     """The activations' dtype for ``dtype=name``; parameters, optimizer state, softmax and
     loss stay float32 whatever it is. ``auto``: bfloat16 on GPU and TPU (their matmul units
-    run it at several times the float32 rate), float32 on CPU, where the bf16 train step
-    measured slower (benchmarks/RESULTS.md)."""
+    run it at several times the float32 rate), float32 on CPU: even on an AMX Xeon, where bf16
+    matmuls run 4.4x faster, conversions leave the bf16 train step 1.07x the f32 one
+    (benchmarks/RESULTS_INTEL.md), not worth its rounding; elsewhere it is slower."""
     if name != "auto":
         return DTYPES[name]
     return jnp.float32 if (backend or jax.default_backend()) == "cpu" else jnp.bfloat16
