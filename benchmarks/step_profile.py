@@ -197,6 +197,16 @@ def main(argv: list[str] | None = None) -> None:
     bad = [d for d in dtypes if d not in ("float32", "bfloat16")]
     if bad:
         p.error(f"--dtypes: {bad} not valid; choose from float32, bfloat16")
+    for flag, value in (("--batch", args.batch), ("--image-size", args.image_size),
+                        ("--steps", args.steps)):
+        if value < 1:
+            p.error(f"{flag} must be >= 1, got {value}")
+    from vit_jax.models.variants import parse_variant
+
+    try:
+        parse_variant(args.variant)
+    except ValueError as e:
+        p.error(f"--variant: {e}")
     configure_runtime()
     results = []
     for dtype in dtypes:

@@ -46,7 +46,12 @@ def test_the_table_has_a_column_pair_per_dtype_and_a_row_per_kind(profiles):
     assert lines[-1].startswith("| step wall time, untraced (median) |")
 
 
-def test_bad_dtype_is_named_before_any_work(capsys):
-    with pytest.raises(SystemExit):
-        step_profile.main(["--dtypes", "float16"])
-    assert "float16" in capsys.readouterr().err
+@pytest.mark.parametrize("argv,named", [(["--dtypes", "float16"], "float16"),
+                                        (["--variant", "Q/16"], "unknown ViT size 'Q'"),
+                                        (["--steps", "0"], "--steps must be >= 1")])
+def test_bad_input_is_named_in_one_line_before_any_work(argv, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        step_profile.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
