@@ -186,8 +186,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="compute dtype of both (bfloat16: vit_jax dtype=bfloat16 against timm "
                         "under bf16 autocast; parameters float32 in both)")
     args = p.parse_args(argv)
-    result = duel(args.variants.split(","), args.batch, args.rounds, args.image_size,
-                  dtype=args.dtype)
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in TIMM_NAMES]:
+        p.error(f"--variants: no timm peer for {unknown}; peers exist for {list(TIMM_NAMES)}")
+    for flag, value in (("--batch", args.batch), ("--rounds", args.rounds),
+                        ("--image-size", args.image_size)):
+        if value < 1:
+            p.error(f"{flag} must be >= 1, got {value}")
+    result = duel(variants, args.batch, args.rounds, args.image_size, dtype=args.dtype)
     print(table(result))
 
 
