@@ -53,7 +53,7 @@ LATEST_STAMP := .venv-latest/.installed
 CORE_TESTS := tests/test_models_*.py tests/test_attention.py tests/test_optim.py \
 	tests/test_checkpoints.py tests/test_train.py tests/test_sharding.py tests/test_data*.py \
 	tests/test_convert.py tests/test_loading.py tests/test_evaluators.py tests/test_resample.py \
-	tests/test_flexi.py tests/test_packing.py
+	tests/test_flexi.py tests/test_packing.py tests/test_contract.py
 
 test-latest: $(LATEST_STAMP)
 	$(LATEST) -m pytest -q -n 2 --dist loadfile README.md tests
