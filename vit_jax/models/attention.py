@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vit_jax.models.contract import contract
+from vit_jax.models.contract import contract, linear
 from vit_jax.models.layers import LayerNorm, dropout, param
 
 Array = jax.Array
@@ -299,8 +299,7 @@ class Attention(nnx.Module):
         bias = jnp.concatenate([p["bias"][...].reshape(h * hd) for p in projs])
         if input_norm is not None:
             x, kernel, bias = input_norm.feeding(x, kernel, bias)
-        qkv = contract("mk,kn->mn", x.reshape(b * n, d), kernel, bias)
-        qkv = jnp.transpose(qkv.reshape(b, n, 3, h, hd), (2, 0, 3, 1, 4))
+        qkv = jnp.transpose(linear(x, kernel, bias).reshape(b, n, 3, h, hd), (2, 0, 3, 1, 4))
         return qkv[0], qkv[1], qkv[2]
 
     def __call__(self, x: Array, context: Array | None = None, *, key: Array | None = None,

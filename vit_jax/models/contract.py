@@ -38,6 +38,12 @@ def contract(spec: str, a: Array, b: Array, bias: Array | None = None, *,
     return y if bias is None else y + bias.astype(y.dtype)
 
 
+def linear(x: Array, kernel: Array, bias: Array | None = None) -> Array:
+    """``x @ kernel + bias`` over ``x``'s last axis, any leading shape (one 2-D product)."""
+    y = contract("mk,kn->mn", x.reshape(-1, x.shape[-1]), kernel, bias)
+    return y.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _accumulating(spec: str, out_dtype, a: Array, b: Array, bias: Array | None) -> Array:
     y = jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
@@ -50,7 +56,8 @@ def _forward(spec, out_dtype, a, b, bias):
 
 def _backward(spec, out_dtype, residuals, g):
     a, b, bias = residuals
-    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    inputs, out = spec.split("->")
+    sa, sb = inputs.split(",")
     g = g.astype(a.dtype)
     da = jnp.einsum(f"{out},{sb}->{sa}", g, b, preferred_element_type=jnp.float32)
     db = jnp.einsum(f"{sa},{out}->{sb}", a, g, preferred_element_type=jnp.float32)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vit_jax.models.contract import contract
+from vit_jax.models.contract import linear
 
 Array = jax.Array
 
@@ -113,5 +113,4 @@ class Dense(nnx.Module):
         bias = None if self.bias is None else self.bias[...]
         if input_norm is not None:
             x, kernel, bias = input_norm.feeding(x, kernel, bias)
-        y = contract("mk,kn->mn", x.reshape(-1, x.shape[-1]), kernel, bias)
-        return y.reshape(*x.shape[:-1], kernel.shape[-1])
+        return linear(x, kernel, bias)

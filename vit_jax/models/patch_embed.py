@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vit_jax.models.contract import contract
+from vit_jax.models.contract import linear
 from vit_jax.models.layers import param
 
 Array = jax.Array
@@ -79,7 +79,7 @@ def _conv_embed_backward(residuals: tuple[Array, Array], d_tokens: Array) -> tup
     patch = kernel.shape[:2]
     matrix = kernel.reshape(-1, kernel.shape[-1])  # (ph*pw*C, D), patchify's order
     patches = patchify(images, patch)
-    # float32 results: in bfloat16 this keeps both products on XLA:CPU's bf16 path (contract)
+    # float32 results keep both products on XLA:CPU's fast bf16 path (see models/contract.py)
     d_kernel = jnp.einsum("bnp,bnd->pd", patches, d_tokens,
                           preferred_element_type=jnp.float32).reshape(kernel.shape)
     d_patches = jnp.einsum("bnd,pd->bnp", d_tokens, matrix, preferred_element_type=jnp.float32)
@@ -132,7 +132,4 @@ class PatchEmbed(nnx.Module):
         return self._project(patches, kernel)
 
     def _project(self, patches: Array, kernel: Array) -> Array:
-        matrix = kernel.reshape(-1, kernel.shape[-1])
-        tokens = contract("mk,kn->mn", patches.reshape(-1, matrix.shape[0]), matrix,
-                          self.bias[...])
-        return tokens.reshape(*patches.shape[:-1], matrix.shape[1])
+        return linear(patches, kernel.reshape(-1, kernel.shape[-1]), self.bias[...])
