@@ -100,9 +100,7 @@ def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int 
     if exe is None:
         raise RuntimeError("torch + timm not found: `make bench-peers` installs them into "
                            ".venv-peers (or set VIT_JAX_PEERS_PYTHON)")
-    unknown = [v for v in variants if v not in TIMM_NAMES]
-    if unknown:
-        raise ValueError(f"no timm peer for {unknown}; peers exist for {list(TIMM_NAMES)}")
+    check_request(variants, dtype)
     rows, info = [], {}
     for variant in variants:
         times, info = _duel_one(variant, batch, rounds, image_size, exe, kinds,
@@ -120,12 +118,18 @@ def duel(variants: list[str], batch: int = 32, rounds: int = 9, image_size: int 
             "workers": info}
 
 
+def check_request(variants: list[str], dtype: str) -> None:
+    """ValueError naming what is wrong, before any worker starts."""
+    if unknown := [v for v in variants if v not in TIMM_NAMES]:
+        raise ValueError(f"no timm peer for {unknown}; peers exist for {list(TIMM_NAMES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: valid are {DTYPES}")
+
+
 def _duel_one(variant: str, batch: int, rounds: int, image_size: int, exe: str,
               kinds: tuple[str, ...], steps_per_round: int, gpu: bool,
               dtype: str = "float32") -> tuple[dict, dict]:
     """Step times {(kind, worker): [seconds per round]} of one variant, and the workers' info."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: valid are {DTYPES}")
     spec = {"variants": [variant], "batch": batch, "image_size": image_size,
             "kinds": list(kinds)}
     timm_spec = {"models": {variant: TIMM_NAMES[variant]}, "batch": batch,
@@ -187,8 +191,10 @@ def main(argv: list[str] | None = None) -> None:
                         "under bf16 autocast; parameters float32 in both)")
     args = p.parse_args(argv)
     variants = args.variants.split(",")
-    if unknown := [v for v in variants if v not in TIMM_NAMES]:
-        p.error(f"--variants: no timm peer for {unknown}; peers exist for {list(TIMM_NAMES)}")
+    try:
+        check_request(variants, args.dtype)
+    except ValueError as e:
+        p.error(f"--variants: {e}")
     for flag, value in (("--batch", args.batch), ("--rounds", args.rounds),
                         ("--image-size", args.image_size)):
         if value < 1:
