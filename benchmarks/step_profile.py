@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 EIGEN = "matmul (Eigen; asynchronous, time under-counted)"
 KINDS = ("matmul (YNNPACK)", EIGEN, "convolution", "dtype conversion",
@@ -41,11 +41,20 @@ def log(msg: str) -> None:
     print(f"[step_profile] {msg}", file=sys.stderr, flush=True)
 
 
-def parse_hlo(text: str) -> tuple[dict[str, list[str]], dict[str, tuple[str, str, str]]]:
-    """The compiled module's computations (name -> instruction lines) and its instructions
-    (name -> (result shape, opcode, rest of the line))."""
-    computations: dict[str, list[str]] = {}
-    instructions: dict[str, tuple[str, str, str]] = {}
+class Instr(NamedTuple):
+    """One HLO instruction line, parsed once: its name, result shape, opcode, the text after
+    the opening parenthesis, and the computation it belongs to."""
+    name: str
+    shape: str
+    opcode: str
+    rest: str
+    home: str
+
+
+def parse_hlo(text: str) -> tuple[dict[str, list[Instr]], dict[str, Instr]]:
+    """The compiled module's computations (name -> instructions) and its instructions by name."""
+    computations: dict[str, list[Instr]] = {}
+    instructions: dict[str, Instr] = {}
     current = None
     for line in text.splitlines():
         if line and not line[0].isspace() and line.rstrip().endswith("{"):
@@ -54,8 +63,9 @@ def parse_hlo(text: str) -> tuple[dict[str, list[str]], dict[str, tuple[str, str
             continue
         m = _INSTR.match(line)
         if m and current is not None:
-            computations[current].append(line)
-            instructions.setdefault(m.group(1), (m.group(2), m.group(3), m.group(4)))
+            instr = Instr(*m.groups(), home=current)
+            computations[current].append(instr)
+            instructions.setdefault(instr.name, instr)
     return computations, instructions
 
 
@@ -64,36 +74,32 @@ def _dims(shape: str) -> list[int]:
     return [int(d) for d in m.group(1).split(",") if d] if m else []
 
 
-def _dot_flops(line: str, local: dict[str, str]) -> float:
-    """2·(output elements)·(contracted size) of one ``dot`` line; ``local``: its computation's
+def _dot_flops(dot: Instr, shapes: dict[str, str]) -> float:
+    """2·(output elements)·(contracted size) of one ``dot``; ``shapes``: its computation's
     instruction shapes (the lhs is named there)."""
-    m = _INSTR.match(line)
-    lhs = m.group(4).split(",")[0].strip().lstrip("%").split(" ")[-1].lstrip("%")
-    contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line)
-    lhs_dims = _dims(local.get(lhs, ""))
+    lhs = dot.rest.split(",")[0].strip().split(" ")[-1].lstrip("%")
+    contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", dot.rest)
+    lhs_dims = _dims(shapes.get(lhs, ""))
     if not contracting or not lhs_dims:
         return 0.0
     k = math.prod(lhs_dims[int(i)] for i in contracting.group(1).split(",") if i)
-    return 2.0 * math.prod(_dims(m.group(2))) * k
+    return 2.0 * math.prod(_dims(dot.shape)) * k
 
 
 def classify(name: str, computations, instructions) -> tuple[str, float]:
     """(kind, matmul FLOPs) of the thunk named ``name``."""
     if name not in instructions:
         return "elementwise", 0.0
-    shape, opcode, rest = instructions[name]
-    called = re.search(r"calls=%?([\w.\-]+)", rest)
+    instr = instructions[name]
+    called = re.search(r"calls=%?([\w.\-]+)", instr.rest)
     if called and called.group(1) in computations:  # a fusion: look inside it
-        lines = computations[called.group(1)]
-        local = {m.group(1): m.group(2) for m in map(_INSTR.match, lines) if m}
+        members = computations[called.group(1)]
     else:  # a lone instruction: its operands are named in its own computation
-        home = next(c for c in computations.values()
-                    if any(_INSTR.match(ln).group(1) == name for ln in c))
-        lines = [ln for ln in home if _INSTR.match(ln).group(1) == name]
-        local = {m.group(1): m.group(2) for m in map(_INSTR.match, home)}
-    ops = {m.group(3) for m in map(_INSTR.match, lines) if m}
+        members = [instr]
+    shapes = {i.name: i.shape for i in computations[members[0].home]}
+    ops = {i.opcode for i in members}
     if "dot" in ops:
-        flops = sum(_dot_flops(ln, local) for ln in lines if _INSTR.match(ln).group(3) == "dot")
+        flops = sum(_dot_flops(i, shapes) for i in members if i.opcode == "dot")
         return ("matmul (YNNPACK)" if name.startswith("ynn") else EIGEN), flops
     if "convolution" in ops:
         return "convolution", 0.0
