@@ -42,7 +42,7 @@ _TRAIN_SMOKE = ("--config.total_steps=4 --config.optim.warmup_steps=1 "
 _SWEEP_SMOKE = ("--config.base.total_steps=2 --config.base.optim.warmup_steps=0 "
                 "--config.base.eval_every_steps=2 --config.base.checkpoint_every_steps=2 "
                 "--config.base.data.shapes.num_train=256 --config.base.data.shapes.num_test=64 "
-                "--config.base.eval_batch_size=64")
+                "--config.base.eval_batch_size=64 --config.measure.throughput_steps=1")
 # (pattern at the start of a command, what it runs as here)
 SMOKE: tuple[tuple[str, str], ...] = (
     (r"make train$", "python -m vit_jax.main --config=configs/quickstart.py "
