@@ -2,6 +2,7 @@
 a split (every image once, per-process shares in step), and the packed evaluator equal to
 evaluating each image alone at its own size through the ordinary path."""
 
+import collections
 from pathlib import Path
 
 import jax
@@ -178,9 +179,19 @@ def test_training_logs_the_packed_evaluation(tmp_path):
     assert np.isfinite(final["native/loss"]) and 0 <= final["native/accuracy"] <= 1
 
 
-def test_native_sweep_trains_once_and_draws_accuracy_against_the_token_budget(tmp_path):
+def test_native_sweep_trains_once_and_draws_accuracy_against_the_token_budget(tmp_path,
+                                                                              monkeypatch):
     from vit_jax.sweep import native_sweep_config
     from vit_jax.sweep.runner import run_sweep
+
+    passes = collections.Counter()  # passes over the eval split, by token budget
+    iterate = PackedEvalBatches.__iter__
+
+    def counted(self):
+        passes[self.max_tokens] += 1
+        return iterate(self)
+
+    monkeypatch.setattr(PackedEvalBatches, "__iter__", counted)
 
     base = tiny_config(total_steps=4, eval_every_steps=4, checkpoint_every_steps=4,
                        **{"optim.warmup_steps": 1})
@@ -196,6 +207,7 @@ def test_native_sweep_trains_once_and_draws_accuracy_against_the_token_budget(tm
     records = run_sweep(sweep, tmp_path)
     assert [r["name"] for r in records] == ["navit", "max_tokens=1", "max_tokens=4",
                                             "max_tokens=9"]
+    assert passes == {1: 1, 4: 1, 9: 1}  # compiled on one batch, then one timed pass each
     assert all(r["status"] == "done" for r in records), [r.get("error") for r in records]
     for r, budget in zip(records[1:], (1, 4, 9), strict=True):
         assert r["tokens"] == budget  # the square 8x8 digits fill each square budget
@@ -205,3 +217,4 @@ def test_native_sweep_trains_once_and_draws_accuracy_against_the_token_budget(tm
     assert (tmp_path / "accuracy_vs_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = run_sweep(sweep, tmp_path)  # a second run reloads every point
     assert [r["final_accuracy"] for r in again] == [r["final_accuracy"] for r in records]
+    assert passes == {1: 1, 4: 1, 9: 1}  # nothing evaluated again
