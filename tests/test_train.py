@@ -1,4 +1,6 @@
+import gc
 import json
+import re
 
 import jax
 import numpy as np
@@ -133,7 +135,13 @@ def test_unknown_config_key_is_an_error():
         validate(tiny_config(**{"model.widht": 3}))
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
     train_and_evaluate(tiny_config(total_steps=15), tmp_path)
-    with pytest.raises(ValueError, match="does not match this config"):
+    saved = tiny_config().model.mlp_dim
+    with pytest.raises(ValueError, match="does not match this config") as error:
         train_and_evaluate(tiny_config(**{"total_steps": 30, "model.mlp_dim": 32}), tmp_path)
+    # The arrays that differ, by name and shape, found from the checkpoint's metadata:
+    assert re.search(rf"model: \S+/mlp/\S+: saved \([^)]*\b{saved}\b[^)]*\) float32, "
+                     r"this config \([^)]*\b32\b[^)]*\) float32", str(error.value)), error.value
+    gc.collect()  # Orbax never started a read that failed: nothing is left pending

@@ -277,10 +277,14 @@ class Checkpointer:
         """Restores `step` into `model` and `optimizer` in place (their current arrays give
         the target shapes/dtypes/shardings); `rng` is a template for the saved key."""
         model_state, opt_state = nnx.state(model), nnx.state(optimizer)
+        targets = {"model": abstract(nnx.to_pure_dict(model_state)),
+                   "opt": abstract(nnx.to_pure_dict(opt_state))}
+        for item, target in targets.items():  # before Orbax reads a single array
+            _check_layout(Path(self.directory) / str(step) / item, target)
         train_target = {"step": np.zeros((), np.int64), "rng": _host_key(rng)}
         args = ocp.args.Composite(
-            model=ocp.args.StandardRestore(abstract(nnx.to_pure_dict(model_state))),
-            opt=ocp.args.StandardRestore(abstract(nnx.to_pure_dict(opt_state))),
+            model=ocp.args.StandardRestore(targets["model"]),
+            opt=ocp.args.StandardRestore(targets["opt"]),
             train=ocp.args.StandardRestore(abstract(train_target) if rng is not None else None),
             data=ocp.args.JsonRestore(),
             config=ocp.args.JsonRestore(),
@@ -496,6 +500,28 @@ def read_model(path: str | Path, step: int | None = None, *, verify: bool = True
         model = ema.overlay(model, average)
         description += ", weight average"
     return model, out["config"] or {}, description
+
+
+def _layout(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{"encoder/0/mlp/kernel": (shape, dtype)}`` of a tree of arrays or shape structs."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(path_names(path)): (tuple(x.shape), str(x.dtype)) for path, x in leaves}
+
+
+def _check_layout(item: Path, target: Any) -> None:
+    """A ``ValueError`` naming the arrays whose shape or dtype differ between the saved
+    ``item`` and ``target`` (another model or optimizer than the one saved). Checked on the
+    metadata, so Orbax never starts reading arrays it would fail on."""
+    saved, wanted = _layout(_saved_layout(item)), _layout(target)
+    if saved == wanted:
+        return
+    differences = [f"{name}: saved {saved[name][0]} {saved[name][1]}, "
+                   f"this config {wanted[name][0]} {wanted[name][1]}"
+                   for name in sorted(saved.keys() & wanted.keys()) if saved[name] != wanted[name]]
+    differences += [f"{name}: only in the checkpoint" for name in sorted(saved.keys() - wanted)]
+    differences += [f"{name}: not in the checkpoint" for name in sorted(wanted.keys() - saved)]
+    more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+    raise ValueError(f"{item.name}: " + "; ".join(differences[:3]) + more)
 
 
 def _saved_layout(item: Path) -> Any:

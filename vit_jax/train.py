@@ -223,7 +223,7 @@ def _restore(ckpt: Checkpointer, model, optimizer, train_iter, config: mlc.Confi
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(
             f"the checkpoint in {ckpt.directory} does not match this config (model or optimizer "
-            f"changed?); use a new --workdir, or the config it was written with. Orbax said: "
+            f"changed?); use a new --workdir, or the config it was written with. "
             f"{' '.join(str(e).split())[:500]}") from None
     if restored is None:
         if config.init_from:  # transfer: a fresh run starts pretrained
