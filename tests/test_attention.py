@@ -14,6 +14,7 @@ from vit_jax.models.attention import (
     attend,
     choose_kernel,
     chunked_attention,
+    cudnn_unsupported,
     standard_attention,
 )
 
@@ -190,3 +191,24 @@ def test_auto_takes_a_plain_kernel_for_packed_sequences():
     """Segment masks go to the plain-JAX kernels, cuDNN's fused one takes none here."""
     assert choose_kernel("gpu", jnp.bfloat16, 64, 196, segmented=True) == "standard"
     assert choose_kernel("gpu", jnp.bfloat16, 64, 4096, segmented=True) == "chunked"
+
+
+@pytest.mark.parametrize("backend,dtype,head_dim,why", [
+    ("cpu", jnp.bfloat16, 64, "needs a GPU (this backend: cpu)"),
+    ("tpu", jnp.bfloat16, 64, "needs a GPU (this backend: tpu)"),
+    ("gpu", jnp.float32, 64, "bfloat16 or float16 compute dtype, got float32"),
+    ("gpu", jnp.bfloat16, 60, "multiple of 8 up to 128, got 60"),
+    ("gpu", jnp.float16, 256, "multiple of 8 up to 128, got 256"),
+    ("gpu", jnp.bfloat16, 128, None),
+])
+def test_cudnn_unsupported_names_the_reason(backend, dtype, head_dim, why):
+    """One rule for ``auto``'s choice and for refusing ``attention="cudnn"``."""
+    got = cudnn_unsupported(backend, dtype, head_dim)
+    assert got is None if why is None else why in got
+    assert (choose_kernel(backend, dtype, head_dim, 196) == "cudnn") == (why is None)
+
+
+def test_cudnn_attention_takes_no_segments():
+    q, k, v = qkv(6)
+    with pytest.raises(ValueError, match="attention='cudnn' takes no segment ids"):
+        attend(q, k, v, "cudnn", segment_ids=jnp.ones((2, 6), jnp.int32))

@@ -19,7 +19,7 @@ from flax import nnx
 
 from tests.helpers import attention_out_and_grads
 from vit_jax import create_model, sharding
-from vit_jax.models.attention import attend, standard_attention
+from vit_jax.models.attention import attend, cudnn_attention, standard_attention
 from vit_jax.models.vit import compute_dtype
 from vit_jax.train_step import make_train_step
 
@@ -39,10 +39,6 @@ def rel_err(got, ref) -> float:
 
 def kernel(name: str):
     """(q, k, v) -> out in (B, H, N, hd), through one named kernel."""
-    if name == "cudnn":
-        swap = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731 (jax.nn's (B, N, H, hd) layout)
-        return lambda q, k, v: swap(jax.nn.dot_product_attention(
-            swap(q), swap(k), swap(v), implementation="cudnn"))
     return lambda q, k, v: attend(q, k, v, name, query_chunk=64, key_chunk=96)
 
 
@@ -56,9 +52,9 @@ def qkv_ct(seed: int, n: int):
 @pytest.mark.parametrize("name", KERNELS)
 def test_attention_kernels_agree_forward_and_grads(name, dtype):
     """Each kernel against float32 standard attention, on 197 tokens (the B/16 length, not a
-    multiple of any block) with 64-wide heads; cuDNN runs half precision only, and even
-    lengths only (196: B/16 without its class token)."""
-    n = 196 if name == "cudnn" else 197
+    multiple of any block) with 64-wide heads; cuDNN runs half precision only, and serves 197
+    padded by one masked key (``cudnn_attention``)."""
+    n = 197
     if name == "cudnn" and dtype == "float32":
         dtype = "bfloat16"
     q, k, v, ct = qkv_ct(hash((name, dtype)) % 2**31, n)
@@ -74,34 +70,25 @@ def test_attention_kernels_agree_forward_and_grads(name, dtype):
         assert rel_err(g, r) < grad_tol
 
 
-def padded_to_even(implementation: str):
-    """Attention over an odd token count through ``jax.nn.dot_product_attention`` padded by one
-    masked key/query (``key_value_seq_lengths``): how cuDNN could serve 197 tokens, which it
-    rejects as such. On CPU the same padding runs through the "xla" implementation."""
-    def attention(q, k, v):
-        n = q.shape[2]
-        pad = lambda x: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, n % 2), (0, 0), (0, 0)))  # noqa: E731
-        lengths = jnp.full((q.shape[0],), n, jnp.int32)
-        out = jax.nn.dot_product_attention(pad(q), pad(k), pad(v), key_value_seq_lengths=lengths,
-                                           implementation=implementation)
-        return jnp.swapaxes(out[:, :n], 1, 2)
-    return attention
-
-
-def test_odd_length_padded_to_even_matches_standard():
-    """The next step for cuDNN on ViTs with a class token (its numerics, not only its speed,
-    must hold): on GPU through cuDNN in bf16, on CPU through XLA in f32."""
+@pytest.mark.parametrize("num_queries", [197, 196])
+def test_odd_length_padded_to_even_matches_standard(num_queries):
+    """``cudnn_attention``'s padding (one masked key, one dropped query row) keeps the output
+    and gradients of the unpadded attention: on GPU through cuDNN in bf16, on CPU through XLA
+    in f32; 196 queries over 197 keys pads the keys alone."""
     gpu = BACKEND == "gpu"
     dtype = jnp.bfloat16 if gpu else jnp.float32
-    q, k, v, ct = qkv_ct(3, 197)
+    q, k, v, _ = qkv_ct(3, 197)
+    q = q[:, :, :num_queries]
+    ct = jax.random.normal(jax.random.key(4), q.shape, jnp.float32)
+    padded = functools.partial(cudnn_attention, implementation="cudnn" if gpu else "xla")
     with jax.default_matmul_precision("highest"):
         ref, ref_grads = attention_out_and_grads(lambda *a: standard_attention(*a)[0],
                                                  q, k, v, ct)
-        out, grads = attention_out_and_grads(padded_to_even("cudnn" if gpu else "xla"),
-                                   *(x.astype(dtype) for x in (q, k, v)), ct)
+        out, grads = attention_out_and_grads(padded, *(x.astype(dtype) for x in (q, k, v)), ct)
     assert out.shape == ref.shape
     assert rel_err(out, ref) < (BF16_TOL if gpu else F32_TOL)
     for g, r in zip(grads, ref_grads, strict=True):
+        assert g.shape == r.shape
         assert rel_err(g, r) < (BF16_GRAD_TOL if gpu else F32_TOL)
 
 
@@ -116,6 +103,26 @@ def test_auto_kernel_of_the_default_model():
         forward = functools.partial(lambda g, s: nnx.merge(g, s)(x), graphdef)
         hlo = jax.jit(forward).lower(state).compile().as_text()
         assert ("cudnn$fmha" in hlo) == (BACKEND == "gpu" and not class_token), class_token
+
+
+def test_cudnn_attention_serves_the_class_token_model():
+    """``attention="cudnn"`` on B/16's odd 197-token length. On GPU: cuDNN's custom call is in
+    the compiled forward and backward, and the logits match ``standard`` to bf16 tolerance.
+    Elsewhere the model refuses the option when it is built, naming the backend."""
+    kw = dict(image_size=56, num_classes=4, depth=2, head_zero_init=False)
+    if BACKEND != "gpu":
+        with pytest.raises(ValueError, match=f"needs a GPU \\(this backend: {BACKEND}\\)"):
+            create_model("S/4", **kw, attention="cudnn")
+        return
+    x = jax.random.normal(jax.random.key(2), (2, 56, 56, 3))
+    fused, plain = (create_model("S/4", **kw, attention=a) for a in ("cudnn", "standard"))
+    nnx.update(plain, nnx.state(fused, nnx.Param))
+    graphdef, state = nnx.split(fused)
+    loss = lambda s: nnx.merge(graphdef, s)(x).astype(jnp.float32).sum()  # noqa: E731
+    hlo = jax.jit(jax.grad(loss)).lower(state).compile().as_text()
+    assert hlo.count("cudnn$fmha") >= 2  # forward and backward
+    got, ref = nnx.jit(lambda m: m(x))(fused), nnx.jit(lambda m: m(x))(plain)
+    assert rel_err(got, ref) < BF16_MODEL_TOL
 
 
 def test_auto_dtype_model_matches_float32():

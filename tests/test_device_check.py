@@ -47,8 +47,9 @@ def test_tiny_check_runs_every_section(tiny):
         # The planner predicts XLA's own buffer assignment of the step it measured.
         predicted = s["plan"]["cpu"]["variants"][name]["predicted_peak_bytes"]
         assert abs(predicted / row["train"]["xla_memory"]["peak"] - 1) < 0.01
-    assert set(s["pixels"]) == {"chunked", "auto"}
-    assert all(row["train"]["img_s"] > 0 for row in s["pixels"].values())
+    assert set(s["kernels"]) == {"S/1 chunked", "S/1 auto"}
+    assert all(row["train"]["img_s"] > 0 for row in s["kernels"].values())
+    assert s["kernels"]["S/1 chunked"]["train"]["attention"] == "chunked-or-standard"
     flags = s["flags"]["flags"]
     assert flags["default"]["step_s"] > 0 and flags["no_fast_min_max"]["ratio"] > 0
     peer = s["peer"]
@@ -58,9 +59,9 @@ def test_tiny_check_runs_every_section(tiny):
 def test_tiny_report_has_every_table(tiny):
     _, md = tiny
     for heading in ("## 1. Correctness", "## 2. Speed and memory", "## 3. The peer",
-                    "## 4. Pixel tokens", "## 5. XLA options", "## Targets"):
+                    "## 4. Attention kernels", "## 5. XLA options", "## Targets"):
         assert heading in md
-    assert "| Ti/16 | 4 |" in md and "| S/1 | 8² | 65 | chunked" in md
+    assert "| Ti/16 | 4 |" in md and "| S/1 | 8² | 65 | chunked / chunked-or-standard |" in md
 
 
 def test_a_budget_too_small_skips_sections_and_still_reports(tmp_path):

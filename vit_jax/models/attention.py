@@ -13,9 +13,14 @@ Kernels (``implementation=``, the model's ``attention=`` option):
   backward: each query block is ``jax.checkpoint``-ed, so the backward pass recomputes one block's
   (qc, N) scores at a time instead of keeping all N×N. Pixel tokens (patch 1 on 32×32 = 1024
   tokens) need this.
-- ``auto``: cuDNN flash attention on GPU for bf16/f16 at even token counts (``choose_kernel``),
-  ``chunked`` for long sequences, otherwise ``standard`` (see ``AUTO_CHUNK_MIN_TOKENS`` for the
-  CPU measurement behind the threshold).
+- ``cudnn``: cuDNN's fused (flash) attention through ``jax.nn.dot_product_attention``, on GPU in
+  bf16/f16 only (``cudnn_unsupported`` says why not elsewhere, when the model is built). cuDNN
+  rejects odd token counts, so an odd count (197 at B/16 with its class token) is padded by one
+  token that no query attends to (``key_value_seq_lengths``), and its output row is dropped.
+- ``auto``: cuDNN at even token counts on GPU (``choose_kernel``; odd counts wait for the device
+  check to time the padded ``cudnn`` against ``standard``), ``chunked`` for long sequences,
+  otherwise ``standard`` (see ``AUTO_CHUNK_MIN_TOKENS`` for the CPU measurement behind the
+  threshold).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from vit_jax.models.contract import contract, linear
 from vit_jax.models.layers import LayerNorm, dropout, param
 
 Array = jax.Array
-IMPLEMENTATIONS = ("standard", "xla", "chunked", "auto")
+IMPLEMENTATIONS = ("standard", "xla", "chunked", "cudnn", "auto")
 # Block sizes of ``chunked``: a (B, H, 256, 256) f32 score block per step is big enough for
 # efficient matmuls and small next to the N×N it replaces (1/16 of it at N = 1024).
 QUERY_CHUNK = 256
@@ -183,22 +188,53 @@ def _bnhd(x: Array) -> Array:
     return jnp.swapaxes(x, 1, 2)  # (B, H, N, hd) <-> (B, N, H, hd), jax.nn's layout
 
 
+def cudnn_unsupported(backend: str, dtype, head_dim: int) -> str | None:
+    """Why cuDNN's fused attention cannot run here (None: it can): it is a GPU library, its
+    fused kernel takes half precision only, and head_dim a multiple of 8 up to 128."""
+    if backend != "gpu":
+        return f"cuDNN attention needs a GPU (this backend: {backend})"
+    if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        return (f"cuDNN attention needs a bfloat16 or float16 compute dtype, got "
+                f"{jnp.dtype(dtype).name} (model.dtype='auto' is bfloat16 on GPU)")
+    if head_dim % 8 or head_dim > 128:
+        return f"cuDNN attention needs head_dim a multiple of 8 up to 128, got {head_dim}"
+    return None
+
+
 def choose_kernel(backend: str, dtype, head_dim: int, num_keys: int,
                   num_queries: int | None = None, segmented: bool = False) -> str:
-    """What ``auto`` runs: cuDNN's fused attention on GPU where it applies (half precision,
-    head_dim a multiple of 8 up to 128, even query and key counts), else ``chunked`` from
+    """What ``auto`` runs: cuDNN's fused attention on GPU where it applies
+    (``cudnn_unsupported``) at even query and key counts, else ``chunked`` from
     ``AUTO_CHUNK_MIN_TOKENS`` keys on, else ``standard``.
 
     Even lengths: cuDNN rejects odd ones ("Unsupported sequence length", jax 0.11.2 on an H200:
-    benchmarks/RESULTS_GPU.md), so a ViT with a class token (197 tokens at B/16) runs
-    ``standard`` on GPU; ``class_token=False`` or one register token makes the count even.
+    benchmarks/RESULTS_GPU.md). ``attention="cudnn"`` serves them padded by one masked key;
+    ``auto`` takes that path once the device check has timed it against ``standard``. Until
+    then a ViT with a class token (197 tokens at B/16) runs ``standard`` on GPU under ``auto``.
     ``segmented`` (packed sequences): the plain-JAX kernels, which take segment masks."""
     num_queries = num_keys if num_queries is None else num_queries
-    if (backend == "gpu" and not segmented and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-            and head_dim % 8 == 0 and head_dim <= 128
+    if (not segmented and cudnn_unsupported(backend, dtype, head_dim) is None
             and num_keys % 2 == 0 and num_queries % 2 == 0):
         return "cudnn"
     return _plain_kernel(num_keys)
+
+
+def cudnn_attention(q: Array, k: Array, v: Array, *, implementation: str = "cudnn") -> Array:
+    """cuDNN's fused attention on (B, H, N, hd) inputs, any token counts: an odd count is padded
+    by one token, which no query attends to (``key_value_seq_lengths``: cuDNN's padding mask)
+    and whose own output row is dropped, so the result and its gradients are those of the
+    unpadded attention. ``implementation="xla"`` runs the same padding through XLA (how the CPU
+    tests check it)."""
+    num_queries, num_keys = q.shape[2], k.shape[2]
+
+    def even(x: Array, n: int) -> Array:
+        return jnp.pad(_bnhd(x), ((0, 0), (0, n % 2), (0, 0), (0, 0)))
+
+    lengths = jnp.full((k.shape[0],), num_keys, jnp.int32) if num_keys % 2 else None
+    out = jax.nn.dot_product_attention(even(q, num_queries), even(k, num_keys),
+                                       even(v, num_keys), key_value_seq_lengths=lengths,
+                                       implementation=implementation)
+    return _bnhd(out[:, :num_queries])
 
 
 def _plain_kernel(num_keys: int) -> str:
@@ -222,6 +258,11 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
             except (ValueError, NotImplementedError, RuntimeError, TypeError):
                 # an unsupported cuDNN version or shape: the plain-JAX choice
                 implementation = _plain_kernel(k.shape[2])
+    if implementation == "cudnn":
+        if segment_ids is not None:
+            raise ValueError("attention='cudnn' takes no segment ids (packed sequences): use "
+                             "'auto', 'standard' or 'chunked'")
+        return cudnn_attention(q, k, v)
     if implementation == "xla":
         mask = None if segment_ids is None else _same_segment(*_query_key_segments(segment_ids))
         return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v), mask=mask,

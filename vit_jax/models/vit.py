@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vit_jax.checks import is_int, is_number
-from vit_jax.models.attention import KEY_CHUNK, QUERY_CHUNK
+from vit_jax.models.attention import KEY_CHUNK, QUERY_CHUNK, cudnn_unsupported
 from vit_jax.models.encoder import Encoder
 from vit_jax.models.heads import POOLS, MAPHead, pool_segments, pool_tokens
 from vit_jax.models.layers import Dense, dropout
@@ -81,6 +81,9 @@ class VisionTransformer(nnx.Module):
             raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
         rngs = rngs if rngs is not None else nnx.Rngs(params=seed, dropout=seed + 1)
         self.dtype = compute_dtype(dtype)
+        if attention == "cudnn" and (why := cudnn_unsupported(
+                jax.default_backend(), self.dtype, width // num_heads)):
+            raise ValueError(f"attention='cudnn': {why}; 'auto' uses cuDNN where it applies")
         self.pool = pool
         self.gelu_approximate = gelu_approximate
         self.in_channels = in_channels
