@@ -410,7 +410,8 @@ def report(run: dict) -> str:
         "forward + backward + AdamW (`make_train_step`, jitted with state donation).",
         "- Other machine kinds, recorded from the commands they name: "
         "`benchmarks/RESULTS_INTEL.md` (Intel Xeon with AMX: the duel, where the time goes, "
-        "bf16).", "",
+        "bf16), `benchmarks/RESULTS_OTHER_AMD.md` (an AMD EPYC with a 202 GFLOP/s f32 peak: "
+        "the duel, where the backward pass loses).", "",
         "## Throughput", "", *model_lines, "",
     ]
     if vs_lines:
