@@ -208,7 +208,8 @@ def test_cudnn_unsupported_names_the_reason(backend, dtype, head_dim, why):
     assert (choose_kernel(backend, dtype, head_dim, 196) == "cudnn") == (why is None)
 
 
-def test_cudnn_attention_takes_no_segments():
+def test_cudnn_attention_takes_packed_self_attention_only():
     q, k, v = qkv(6)
-    with pytest.raises(ValueError, match="attention='cudnn' takes no segment ids"):
-        attend(q, k, v, "cudnn", segment_ids=jnp.ones((2, 6), jnp.int32))
+    ids = jnp.ones((2, 6), jnp.int32)
+    with pytest.raises(ValueError, match="packed self-attention only"):
+        attend(q, k, v, "cudnn", segment_ids=(ids, ids))

@@ -18,7 +18,7 @@ import pytest
 from flax import nnx
 
 from tests.helpers import attention_out_and_grads
-from vit_jax import create_model, sharding
+from vit_jax import create_model, pack_images, sharding
 from vit_jax.models.attention import attend, cudnn_attention, standard_attention
 from vit_jax.models.vit import compute_dtype
 from vit_jax.train_step import make_train_step
@@ -105,10 +105,12 @@ def test_auto_kernel_of_the_default_model():
         assert ("cudnn$fmha" in hlo) == (BACKEND == "gpu" and not class_token), class_token
 
 
-def test_cudnn_attention_serves_the_class_token_model():
-    """``attention="cudnn"`` on B/16's odd 197-token length. On GPU: cuDNN's custom call is in
-    the compiled forward and backward, and the logits match ``standard`` to bf16 tolerance.
-    Elsewhere the model refuses the option when it is built, naming the backend."""
+def test_cudnn_attention_serves_the_class_token_and_packed_models():
+    """``attention="cudnn"`` on B/16's odd 197-token length, and on packed sequences (NaViT:
+    images of several sizes per sequence, odd and even lengths, padding). On GPU: cuDNN's
+    custom call is in the compiled forward and backward, and the logits (per image, packed)
+    match ``standard`` to bf16 tolerance. Elsewhere the model refuses the option when it is
+    built, naming the backend."""
     kw = dict(image_size=56, num_classes=4, depth=2, head_zero_init=False)
     if BACKEND != "gpu":
         with pytest.raises(ValueError, match=f"needs a GPU \\(this backend: {BACKEND}\\)"):
@@ -123,6 +125,22 @@ def test_cudnn_attention_serves_the_class_token_model():
     assert hlo.count("cudnn$fmha") >= 2  # forward and backward
     got, ref = nnx.jit(lambda m: m(x))(fused), nnx.jit(lambda m: m(x))(plain)
     assert rel_err(got, ref) < BF16_MODEL_TOL
+    rng = np.random.default_rng(0)
+    images = [rng.standard_normal((h, w, 3)).astype(np.float32)
+              for h, w in ((64, 64), (48, 64), (32, 32), (96, 64), (48, 48), (16, 32))]
+    kw = dict(kw, image_size=96, class_token=False, pool="gap", posemb="sincos2d")
+    fused, plain = (create_model("S/8", **kw, attention=a) for a in ("cudnn", "standard"))
+    nnx.update(plain, nnx.state(fused, nnx.Param))
+    graphdef, state = nnx.split(fused)
+    loss = lambda s, b: nnx.merge(graphdef, s)(b).astype(jnp.float32).sum()  # noqa: E731
+    for seq_len in (192, 193):
+        batch, placement = pack_images(images, patch_size=8, seq_len=seq_len, max_images=3)
+        hlo = jax.jit(jax.grad(loss)).lower(state, batch).compile().as_text()
+        assert hlo.count("cudnn$fmha") >= 2, seq_len
+        got = nnx.jit(lambda m, b: m(b))(fused, batch)
+        ref = nnx.jit(lambda m, b: m(b))(plain, batch)
+        rows = tuple(np.array(placement).T)
+        assert rel_err(got[rows], ref[rows]) < BF16_MODEL_TOL, seq_len
 
 
 def test_auto_dtype_model_matches_float32():

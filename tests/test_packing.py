@@ -9,6 +9,7 @@ from flax import nnx
 
 from tests.helpers import attention_temp_bytes
 from vit_jax import create_model, pack_images
+from vit_jax.models.attention import segment_lengths_and_offsets
 
 TINY = dict(num_classes=5, width=32, depth=2, mlp_dim=64, num_heads=4, head_zero_init=False,
             class_token=False, pool="gap")
@@ -216,3 +217,27 @@ def test_segment_masks_keep_the_chunked_kernel_linear_in_memory():
     assert chunked[4096] < standard[4096] / 6
     # The masks cost little next to the kernel's own blocks (32.4 MB at 4,096 tokens here).
     assert chunked[4096] < 1.3 * attention_temp_bytes(chunked_attention, 4096)
+
+
+def test_cudnn_segment_description_is_the_segment_mask():
+    """What ``attention="cudnn"`` hands cuDNN for packed input (each image a ragged sequence:
+    its length and first token) allows exactly the query-key pairs the segment mask allows,
+    for the packer's real batches (odd and even lengths, padding, empty sequences)."""
+    for seq_len, num_sequences in ((32, 4), (33, 5)):
+        batch, _ = pack_images(images(), patch_size=4, seq_len=seq_len, max_images=3,
+                               num_sequences=num_sequences)
+        ids = jnp.asarray(batch["segment_ids"])
+        lengths, offsets = map(np.asarray, segment_lengths_and_offsets(ids))
+        assert lengths.shape == (num_sequences, seq_len)
+        assert offsets.shape == (num_sequences, seq_len + 1)
+        tokens = np.arange(seq_len)
+        for row, (ls, os_) in enumerate(zip(lengths, offsets, strict=True)):
+            spans = [(o, n) for o, n in zip(os_[:-1], ls, strict=True) if n >= 0]
+            assert all(o >= 0 for o, _ in spans) and (os_[len(spans):] == -1).all()
+            member = np.zeros((seq_len, seq_len), bool)
+            for o, n in spans:
+                inside = (tokens >= o) & (tokens < o + n)
+                member |= inside[:, None] & inside[None, :]
+            real = np.asarray(ids[row]) > 0
+            same = np.asarray(ids[row])[:, None] == np.asarray(ids[row])[None, :]
+            np.testing.assert_array_equal(member, same & real[:, None] & real[None, :])

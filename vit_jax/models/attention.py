@@ -17,6 +17,7 @@ Kernels (``implementation=``, the model's ``attention=`` option):
   bf16/f16 only (``cudnn_unsupported`` says why not elsewhere, when the model is built). cuDNN
   rejects odd token counts, so an odd count (197 at B/16 with its class token) is padded by one
   token that no query attends to (``key_value_seq_lengths``), and its output row is dropped.
+  Packed sequences go through cuDNN's packed layout (``cudnn_attention``).
 - ``auto``: cuDNN at even token counts on GPU (``choose_kernel``; odd counts wait for the device
   check to time the padded ``cudnn`` against ``standard``), ``chunked`` for long sequences,
   otherwise ``standard`` (see ``AUTO_CHUNK_MIN_TOKENS`` for the CPU measurement behind the
@@ -219,22 +220,57 @@ def choose_kernel(backend: str, dtype, head_dim: int, num_keys: int,
     return _plain_kernel(num_keys)
 
 
-def cudnn_attention(q: Array, k: Array, v: Array, *, implementation: str = "cudnn") -> Array:
+def cudnn_attention(q: Array, k: Array, v: Array, segment_ids: Array | None = None, *,
+                    implementation: str = "cudnn") -> Array:
     """cuDNN's fused attention on (B, H, N, hd) inputs, any token counts: an odd count is padded
     by one token, which no query attends to (``key_value_seq_lengths``: cuDNN's padding mask)
     and whose own output row is dropped, so the result and its gradients are those of the
     unpadded attention. ``implementation="xla"`` runs the same padding through XLA (how the CPU
-    tests check it)."""
+    tests check it).
+
+    ``segment_ids`` (B, N), packed self-attention (``vit_jax.pack_images``: each image's tokens
+    contiguous, ids 1..K in order, padding 0): cuDNN's packed layout, each image one ragged
+    sequence given by its length and offset (``segment_lengths_and_offsets``), through jax's
+    cuDNN module (``jax._src``: ``jax.nn.dot_product_attention`` does not take offsets; Hopper
+    or later). Padding tokens belong to no sequence: their output is set to 0."""
     num_queries, num_keys = q.shape[2], k.shape[2]
 
     def even(x: Array, n: int) -> Array:
         return jnp.pad(_bnhd(x), ((0, 0), (0, n % 2), (0, 0), (0, 0)))
 
-    lengths = jnp.full((k.shape[0],), num_keys, jnp.int32) if num_keys % 2 else None
-    out = jax.nn.dot_product_attention(even(q, num_queries), even(k, num_keys),
-                                       even(v, num_keys), key_value_seq_lengths=lengths,
-                                       implementation=implementation)
-    return _bnhd(out[:, :num_queries])
+    if segment_ids is None:
+        lengths = jnp.full((k.shape[0],), num_keys, jnp.int32) if num_keys % 2 else None
+        out = jax.nn.dot_product_attention(even(q, num_queries), even(k, num_keys),
+                                           even(v, num_keys), key_value_seq_lengths=lengths,
+                                           implementation=implementation)
+        return _bnhd(out[:, :num_queries])
+    from jax._src.cudnn.fused_attention_stablehlo import MaskType, dot_product_attention
+
+    ids = jnp.pad(segment_ids, ((0, 0), (0, num_keys % 2)))  # the extra token is padding
+    lengths, offsets = segment_lengths_and_offsets(ids)
+    out = dot_product_attention(even(q, num_keys), even(k, num_keys), even(v, num_keys),
+                                q_seqlen=lengths, kv_seqlen=lengths, q_offsets=offsets,
+                                kv_offsets=offsets, scale=q.shape[-1] ** -0.5,
+                                mask_type=MaskType.PADDING)
+    out = jnp.where(ids[:, :, None, None] > 0, out, jnp.zeros((), out.dtype))
+    return _bnhd(out[:, :num_keys])
+
+
+def segment_lengths_and_offsets(segment_ids: Array) -> tuple[Array, Array]:
+    """cuDNN's description of packed sequences from (B, N) segment ids (1..N, each segment's
+    tokens contiguous, 0 = padding): per row, each segment's length (B, N) and first token
+    (B, N + 1), -1 for ids with no tokens (jax's cuDNN module drops those entries). Room for N
+    segments per row, the most N tokens can hold, so no count has to be known when tracing;
+    both are scatters over the N tokens, O(B·N)."""
+    b, n = segment_ids.shape
+    rows = jnp.arange(b, dtype=jnp.int32)[:, None]
+    positions = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
+    counts = jnp.zeros((b, n + 1), jnp.int32).at[rows, segment_ids].add(1)[:, 1:]  # ids 1..N
+    starts = jnp.full((b, n + 1), n, jnp.int32).at[rows, segment_ids].min(positions)[:, 1:]
+    present = counts > 0
+    lengths = jnp.where(present, counts, -1)
+    offsets = jnp.pad(jnp.where(present, starts, -1), ((0, 0), (0, 1)), constant_values=-1)
+    return lengths, offsets
 
 
 def _plain_kernel(num_keys: int) -> str:
@@ -259,10 +295,10 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
                 # an unsupported cuDNN version or shape: the plain-JAX choice
                 implementation = _plain_kernel(k.shape[2])
     if implementation == "cudnn":
-        if segment_ids is not None:
-            raise ValueError("attention='cudnn' takes no segment ids (packed sequences): use "
-                             "'auto', 'standard' or 'chunked'")
-        return cudnn_attention(q, k, v)
+        if isinstance(segment_ids, tuple):
+            raise ValueError("attention='cudnn' takes segment ids for packed self-attention "
+                             "only; packed cross-attention runs 'standard' or 'chunked'")
+        return cudnn_attention(q, k, v, segment_ids)
     if implementation == "xla":
         mask = None if segment_ids is None else _same_segment(*_query_key_segments(segment_ids))
         return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v), mask=mask,
