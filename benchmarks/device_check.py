@@ -297,6 +297,16 @@ def _vs(estimate: float | None, measured: float | None) -> str:
     return f"{_gb(estimate)} ({estimate / measured - 1:+.1%})"
 
 
+def _vs_default(s: dict, row: dict) -> str:
+    """A kernels row's train img/s over section 2's row of the same model, batch and image
+    size (the default path), or "n/a" where section 2 ran no such step."""
+    default = s.get("speed", {}).get(row["variant"], {})
+    same = all(default.get(k) == row[k] for k in ("batch", "image_size"))
+    if not same or "train" not in default:
+        return "n/a"
+    return f"{row['train']['img_s'] / default['train']['img_s']:.2f}×"
+
+
 def mfu(row: dict, peak_tflops: float | None, key: str) -> float | None:
     train = row.get("train") or {}
     flops = row.get("analytic_flops") if key == "analytic" else train.get("xla_flops")
@@ -393,20 +403,23 @@ def report(r: dict) -> str:
     kr = s.get("kernels")
     if kr:
         lines += ["", "## 4. Attention kernels", "",
-                  "The train step with the kernel asked for (`model.attention`); the default "
-                  "path's figures are in section 2.", "",
+                  "The train step with the kernel asked for (`model.attention`), and its speed "
+                  "against section 2's default path where that ran the same model, batch and "
+                  "image size (B/16: `auto` takes the padded cuDNN kernel at odd token counts "
+                  "once it is faster here and `pytest -m device` passes).", "",
                   "| model | image | tokens | attention asked / found | batch | train img/s | "
-                  "peak measured | compile (s) |", "|---|---|---|---|---|---|---|---|"]
+                  "vs default path | peak measured | compile (s) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, row in kr.items():
             if "error" in row:
-                lines.append(f"| {name} | | | {row.get('asked')} | | {row['error']} | | |")
+                lines.append(f"| {name} | | | {row.get('asked')} | | {row['error']} | | | |")
                 continue
             t = row["train"]
             tokens = (row["image_size"] // int(row["variant"].split("/")[1])) ** 2 + 1
             lines.append(f"| {row['variant']} | {row['image_size']}² | {tokens} | "
                          f"{row['asked']} / {t['attention']} | {row['batch']} | "
-                         f"{t['img_s']:.1f} | {_gb(t.get('measured_peak_bytes'))} | "
-                         f"{t['total_s']:.1f} |")
+                         f"{t['img_s']:.1f} | {_vs_default(s, row)} | "
+                         f"{_gb(t.get('measured_peak_bytes'))} | {t['total_s']:.1f} |")
     fl = s.get("flags")
     if fl:
         lines += ["", "## 5. XLA options", "",

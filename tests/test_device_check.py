@@ -80,3 +80,22 @@ def test_bad_budget_is_one_line_error(tmp_path):
     assert r.stderr.strip().splitlines()[-1].endswith(
         "--budget-s must be a positive number of seconds, got -3.0")
     assert not (tmp_path / "RESULTS_GPU.json").exists()
+
+
+def test_kernel_rows_are_compared_with_the_default_path_of_the_same_step(tiny):
+    """Section 4 puts a kernel's train img/s over section 2's for the same model, batch and
+    image size (how a GPU run shows whether ``auto`` should take padded cuDNN for B/16)."""
+    from benchmarks.device_check import report
+
+    results, _ = tiny
+    s = results["sections"]
+    default = s["speed"]["S/16"]
+    s["kernels"]["S/16 cudnn"] = {**default, "asked": "cudnn",
+                                  "train": {**default["train"],
+                                            "img_s": default["train"]["img_s"] * 1.25}}
+    md = report(results)
+    assert "| S/16 | 32² | 5 | cudnn / chunked-or-standard | 4 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| S/16 | 32² | 5 | cudnn"))
+    assert "| 1.25× |" in row
+    s1 = next(line for line in md.splitlines() if "| S/1 | 8² | 65 | chunked" in line)
+    assert "| n/a |" in s1  # section 2 ran no S/1 step
