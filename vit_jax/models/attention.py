@@ -289,8 +289,7 @@ def attend(q: Array, k: Array, v: Array, implementation: str, *,
                                        q.shape[2], segmented=segment_ids is not None)
         if implementation == "cudnn":
             try:
-                return _bnhd(jax.nn.dot_product_attention(_bnhd(q), _bnhd(k), _bnhd(v),
-                                                          implementation="cudnn"))
+                return cudnn_attention(q, k, v)  # even counts here: nothing is padded
             except (ValueError, NotImplementedError, RuntimeError, TypeError):
                 # an unsupported cuDNN version or shape: the plain-JAX choice
                 implementation = _plain_kernel(k.shape[2])
