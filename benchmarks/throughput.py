@@ -1,7 +1,7 @@
 """Throughput, MFU, compile time and memory of vit_jax on this machine, next to timm.
 
   python -m benchmarks.throughput [--variants Ti/16,S/16,B/16] [--batch 32] [--repeats 3]
-      [--peers] [--sections models,memory,compile,quickstart,flags,levers] [--out PATH]
+      [--peers] [--sections models,memory,compile,quickstart,flags,malloc,levers] [--out PATH]
 
 Quick look (~3 min): ``--variants Ti/16 --repeats 2 --sections models,flags``.
 
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from benchmarks.duel import table as duel_table
 from vit_jax.runtime import host_info
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "levers")
+SECTIONS = ("models", "memory", "compile", "quickstart", "flags", "malloc", "levers")
 QUICKSTART = "configs/quickstart.py"
 # XLA:CPU options compared. Process level: ``XLA_FLAGS`` strings, one process each (None = the
 # environment as is, i.e. with whatever vit_jax.runtime adds on CPU; a string = opt out of
@@ -85,9 +86,11 @@ def load_average() -> float:
 # ----------------------------------------------------------------------------- subprocesses
 
 
-def run_jax(jobs: list[dict], xla_flags: str | None = None) -> dict:
-    """Runs ``jobs`` in a fresh JAX process; ``xla_flags`` not None replaces the defaults."""
-    env = dict(os.environ)
+def run_jax(jobs: list[dict], xla_flags: str | None = None,
+            env_extra: dict[str, str] | None = None) -> dict:
+    """Runs ``jobs`` in a fresh JAX process; ``xla_flags`` not None replaces the defaults;
+    ``env_extra``: more environment for that process."""
+    env = {**os.environ, **(env_extra or {})}
     if xla_flags is not None:
         env["VIT_JAX_CPU_FLAGS"] = "0"
         env["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), xla_flags]).strip()
@@ -133,7 +136,8 @@ def collect(args: argparse.Namespace) -> dict:
     if "flags" in sections:
         from vit_jax.runtime import configure_runtime  # no jax import: only reads the env
 
-        runtime_adds = configure_runtime(dict(os.environ))
+        # Which flags the runtime would add; a refusing mallopt leaves this process alone.
+        runtime_adds = [f for f in configure_runtime(dict(os.environ), mallopt=lambda p, v: 0)]
         jobs = [{"kind": "peak", "repeats": 5},
                 {"kind": "model", "variant": args.flags_variant, "batch": batch, "repeats": reps,
                  "image_size": size}]
@@ -148,6 +152,17 @@ def collect(args: argparse.Namespace) -> dict:
         out["flag_options"] = run_jax([{"kind": "compare", "variant": args.flags_variant,
                                         "batch": batch, "image_size": size, "repeats": reps,
                                         "configs": configs}], "")
+
+    if "malloc" in sections:
+        # The allocator is set when a process starts: one process per setting, alternating.
+        job = {"kind": "model", "variant": args.flags_variant, "batch": batch,
+               "image_size": size, "repeats": reps, "forward": False}
+        out["malloc"] = {"1": [], "0": []}
+        for _ in range(2):
+            for setting in ("1", "0"):
+                log(f"host allocator VIT_JAX_CPU_MALLOC={setting}")
+                out["malloc"][setting].append(run_jax([job], env_extra={
+                    "VIT_JAX_CPU_MALLOC": setting}))
 
     if "levers" in sections:
         configs = [{"label": "baseline"}]
@@ -294,6 +309,31 @@ def flags_rows(run: dict) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def malloc_rows(run: dict) -> list[str]:
+    """The train step with the runtime's allocator setting and without (opted out)."""
+    runs = run.get("malloc") or {}
+    lines = ["| host allocator | train img/s (each process) | × opted out (medians) | "
+             "page faults / step | kernel CPU s / step | peak RSS MiB |",
+             "|---|---|---|---|---|---|"]
+    trains = {k: [_get(_by_label(p), "model", "train") or {} for p in procs]
+              for k, procs in runs.items()}
+    med = {k: statistics.median(t.get("img_s") or 0 for t in ts) if ts else None
+           for k, ts in trains.items()}
+    names = {"1": "vit_jax default (keep freed memory)", "0": "glibc default "
+             "(`VIT_JAX_CPU_MALLOC=0`)"}
+    for k, ts in trains.items():
+        if not ts:
+            continue
+        ratio = med[k] / med["0"] if med.get(k) and med.get("0") else None
+        lines.append(
+            f"| {names[k]} | {', '.join(_fmt(t.get('img_s'), '.2f') for t in ts)} | "
+            f"{_fmt(ratio, '.2f')}× | "
+            f"{', '.join(_fmt(t.get('minor_faults'), ',.0f') for t in ts)} | "
+            f"{', '.join(_fmt(t.get('system_s'), '.2f') for t in ts)} | "
+            f"{', '.join(_fmt(t.get('max_rss_mib'), ',.0f') for t in ts)} |")
+    return lines if len(lines) > 2 else []
+
+
 def compare_rows(proc: dict, baseline: str, names: list[str]) -> list[str]:
     """Rows of a ``compare`` job: images/s and ratios to ``baseline`` (paired ABBA timings)."""
     res = (proc or {}).get("results") or [{}]
@@ -411,7 +451,7 @@ def report(run: dict) -> str:
         "- Other machine kinds, recorded from the commands they name: "
         "`benchmarks/RESULTS_INTEL.md` (Intel Xeon with AMX: the duel, where the time goes, "
         "bf16), `benchmarks/RESULTS_OTHER_AMD.md` (an AMD EPYC with a 202 GFLOP/s f32 peak: "
-        "the duel, where the backward pass loses).", "",
+        "the duel, where the backward pass loses, the host allocator).", "",
         "## Throughput", "", *model_lines, "",
     ]
     if vs_lines:
@@ -442,6 +482,16 @@ def report(run: dict) -> str:
                 "compiler_options=...)`), in one process, each timed against the XLA default "
                 "in ABBA pairs:", "",
                 *compare_rows(run.get("flag_options"), "XLA default", list(FLAG_OPTIONS)), ""]
+    if malloc_lines := malloc_rows(run):
+        v = run["args"]["flags_variant"]
+        out += ["## Host memory", "",
+                f"Model: {v}, batch {run['args']['batch']}, {run['args']['image_size']}², "
+                "train step; each setting runs in two processes of its own (glibc reads it before "
+                "JAX's threads start), alternating. XLA:CPU takes each step's "
+                "scratch memory from `malloc` and frees it after the step; glibc maps a block "
+                "that large anew each time, so the kernel faults in and zeroes every page of it "
+                "again. `vit_jax.runtime.keep_freed_memory` keeps freed memory for reuse "
+                "instead.", "", *malloc_lines, ""]
     if lever_lines := levers_rows(run):
         out += ["## Levers (one process, one change at a time)", "", *lever_lines, ""]
     out += ["## Targets", "", *target_rows(summary, compile_s, quick), ""]
