@@ -136,8 +136,8 @@ def collect(args: argparse.Namespace) -> dict:
     if "flags" in sections:
         from vit_jax.runtime import configure_runtime  # no jax import: only reads the env
 
-        # Which flags the runtime would add; a refusing mallopt leaves this process alone.
-        runtime_adds = [f for f in configure_runtime(dict(os.environ), mallopt=lambda p, v: 0)]
+        # Which flags the runtime would add (its allocator opt-out leaves this process alone).
+        runtime_adds = configure_runtime({**os.environ, "VIT_JAX_CPU_MALLOC": "0"})
         jobs = [{"kind": "peak", "repeats": 5},
                 {"kind": "model", "variant": args.flags_variant, "batch": batch, "repeats": reps,
                  "image_size": size}]

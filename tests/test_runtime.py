@@ -53,12 +53,12 @@ def test_backend_guess_without_starting_jax():
     assert backend_will_be_cpu({}) == (accelerator_plugins({}) == [])
 
 
-def recording_mallopt(result: int = 1):
+def recording_mallopt():
     calls = []
 
     def mallopt(param: int, value: int) -> int:
         calls.append((param, value))
-        return result
+        return 1
 
     return mallopt, calls
 
@@ -79,8 +79,7 @@ def test_cpu_jobs_keep_freed_memory_unless_opted_out():
     # A GPU job's host allocator is left alone; so is one where a setting is refused.
     mallopt, calls = recording_mallopt()
     assert configure_runtime({"JAX_PLATFORMS": "cuda"}, mallopt=mallopt) == [] and not calls
-    refused, _ = recording_mallopt(result=0)
-    assert configure_runtime({"JAX_PLATFORMS": "cpu"}, cpu_flags=[], mallopt=refused) == []
+    assert configure_runtime({"JAX_PLATFORMS": "cpu"}, cpu_flags=[], mallopt=REFUSED) == []
 
 
 FAULTS_PROGRAM = """

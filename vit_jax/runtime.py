@@ -37,7 +37,7 @@ import os
 import pkgutil
 import platform
 import subprocess
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,8 @@ CPU_FLAGS: tuple[str, ...] = ()
 
 
 def configure_runtime(env: MutableMapping[str, str] | None = None,
-                      cpu_flags: Sequence[str] = CPU_FLAGS, mallopt=None) -> list[str]:
+                      cpu_flags: Sequence[str] = CPU_FLAGS,
+                      mallopt: Callable[[int, int], int] | None = None) -> list[str]:
     """Appends ``cpu_flags`` to ``XLA_FLAGS`` and keeps freed host memory for reuse
     (``keep_freed_memory``), when the backend will be XLA:CPU.
 
@@ -82,7 +83,7 @@ def _opted_out(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "1").strip().lower() in ("0", "false", "no", "off")
 
 
-def keep_freed_memory(mallopt=None) -> bool:
+def keep_freed_memory(mallopt: Callable[[int, int], int] | None = None) -> bool:
     """Makes glibc keep freed memory for the next allocation instead of returning it to the
     system (module docstring: why). True when every setting took; False off glibc.
 
