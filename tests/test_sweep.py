@@ -5,6 +5,7 @@ import copy
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from vit_jax.config import build_model, load_config_file, validate
 from vit_jax.data.prepare import ENV_DATA_DIR
 from vit_jax.sweep import expand_points, resolution_sweep_config, sweep_config
 from vit_jax.sweep.points import Preempted, _defaults, config_fingerprint, same_config
-from vit_jax.sweep.runner import run_sweep
+from vit_jax.sweep.runner import COMPILE_CACHE, run_sweep, use_compile_cache
 
 SWEEPS = Path(__file__).parent.parent / "configs" / "sweeps"
 # (file, arg): every sweep config with every argument its docstring advertises.
@@ -128,6 +129,35 @@ def test_resolution_sweep_evaluates_and_finetunes(swept, tmp_path, capsys):
     md = (tmp_path / "results.md").read_text()
     assert "| 16 | 17 |" in md and "bilinear no FT" in md
     assert (tmp_path / "accuracy_vs_resolution.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_point_compiles_its_train_step_once(tmp_path, caplog):
+    """The measurements compile the trainer's own step (same mesh, shardings, donation), so the
+    trainer loads it from the compilation cache instead of compiling it a second time."""
+    base = tiny_config(**{"total_steps": 1, "eval_every_steps": 1, "checkpoint_every_steps": 1,
+                          "optim.warmup_steps": 0, "model.depth": 1,
+                          "model.mlp_dim": 88})  # a step no other test compiles
+    sweep = sweep_config("once", base, [{"model.patch_size": 4}], x_key="model.patch_size",
+                         measure={"throughput_steps": 1})
+    with caplog.at_level(logging.DEBUG, logger="jax._src.compiler"):
+        [record] = run_sweep(sweep, tmp_path)
+    assert record["status"] == "done" and record["peak_memory_mib"] > 0
+    hits = [r.getMessage() for r in caplog.records if "compilation cache hit" in r.getMessage()]
+    assert any("'jit_step_fn'" in hit for hit in hits), hits
+
+
+def test_a_sweep_keeps_its_compiled_programs_in_its_workdir_unless_a_cache_is_chosen(tmp_path):
+    import jax
+
+    chosen = jax.config.jax_compilation_cache_dir  # the suite's (tests/conftest.py)
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        use_compile_cache(tmp_path / COMPILE_CACHE)
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / COMPILE_CACHE)
+        use_compile_cache(tmp_path / "another")  # one is chosen now: it stays
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / COMPILE_CACHE)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", chosen)
 
 
 def test_bad_points_are_named():

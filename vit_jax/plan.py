@@ -54,8 +54,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 from flax import nnx
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from vit_jax import sharding, train_state
 from vit_jax.config import (
@@ -246,31 +244,22 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
     trainer's (``param_partition_specs``, ``batch_sharding``, donated state).
     """
     t0 = time.perf_counter()
-    graphdef, abstract_state = train_state.abstract_state(
-        train_state.config_state_factory(config, num_classes))
-    shardings = sharding.named_shardings(sharding.param_partition_specs(abstract_state, mesh),
-                                         mesh)
-    step = sharding.jit_train_step(
-        train_state.train_step(graphdef, train_state.optim_config(config)), shardings, mesh)
-    h, w = model_image_size(config)
-    channels = config.model.get("in_channels", 3)
+    step = train_state.lower_train_step(
+        config, num_classes, mesh, batch,
+        (*model_image_size(config), config.model.get("in_channels", 3)), packing_of(config))
     batch_s = sharding.batch_sharding(mesh)
-    inputs = train_state.abstract_batch(batch, (h, w, channels), num_classes, batch_s,
-                                        packing=packing_of(config))
-    rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, P()))
-    lowered = step.lower(abstract_state, inputs, rng)
     t1 = time.perf_counter()
     # On XLA:CPU the executable never runs: LLVM optimisation only costs time (-40 % compile CPU
     # time; the buffer assignment and cost analysis come from the HLO passes and are identical).
     # An accelerator compiles exactly the trainer's program.
     on_cpu = mesh.devices.flat[0].platform == "cpu"
-    compiled = lowered.compile(
+    compiled = step.lowered.compile(
         compiler_options={"xla_backend_optimization_level": 0} if on_cpu else None)
     t2 = time.perf_counter()
     cost = train_state.step_cost(compiled)
     xla = dict(argument=cost.argument_bytes, output=cost.output_bytes, alias=cost.alias_bytes,
                temp=cost.temp_bytes, code=cost.code_bytes)
-    state = _state_bytes(abstract_state, shardings)
+    state = _state_bytes(step.abstract_state, step.shardings)
     devices = math.prod(mesh.shape.values())
     return dict(
         remat_policy=config.model.get("remat_policy", "none"),
@@ -280,7 +269,7 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
         other_state_bytes=state["other"],
         params_bytes_total=state["params_total"], opt_state_bytes_total=state["optimizer_total"],
         batch_bytes=sum(math.prod(batch_s.shard_shape(x.shape)) * x.dtype.itemsize
-                        for x in inputs.values()),
+                        for x in step.inputs.values()),
         xla=xla,
         peak_bytes=cost.peak_bytes,
         xla_flops_per_device=cost.flops,

@@ -226,6 +226,11 @@ def create_sharded_state(create_fn: Callable[[], Any], mesh: Mesh,
 # ----------------------------------------------------------------------------- batch
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Whole on every device of ``mesh`` (the rng, the metrics)."""
+    return NamedSharding(mesh, P())
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (example) axis split over ``data`` and ``fsdp``; all other axes whole."""
     return NamedSharding(mesh, logical_to_spec(("batch",), mesh=mesh))
@@ -290,10 +295,9 @@ def jit_train_step(step_fn: Callable, state_shardings: Any, mesh: Mesh) -> Calla
     The state keeps its shardings across steps (in == out) and its buffers are donated, so an
     update needs no second copy of the parameters and moments. Metrics come back replicated.
     """
-    replicated = NamedSharding(mesh, P())
     return jax.jit(_in_mesh_context(step_fn, mesh),
-                   in_shardings=(state_shardings, batch_sharding(mesh), replicated),
-                   out_shardings=(state_shardings, replicated),
+                   in_shardings=(state_shardings, batch_sharding(mesh), replicated(mesh)),
+                   out_shardings=(state_shardings, replicated(mesh)),
                    donate_argnums=0)
 
 
@@ -301,7 +305,7 @@ def jit_eval_step(eval_fn: Callable, state_shardings: Any, mesh: Mesh) -> Callab
     """``eval_fn(state, batch) -> metrics`` jitted for ``mesh``; the state is not donated."""
     return jax.jit(_in_mesh_context(eval_fn, mesh),
                    in_shardings=(state_shardings, batch_sharding(mesh)),
-                   out_shardings=NamedSharding(mesh, P()))
+                   out_shardings=replicated(mesh))
 
 
 # ----------------------------------------------------------------------------- memory

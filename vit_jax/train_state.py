@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 from flax import nnx
 
-from vit_jax import optim
+from vit_jax import optim, sharding
 from vit_jax.packing import layout
 from vit_jax.train_step import make_train_step
 
@@ -79,6 +79,34 @@ def abstract_batch(batch: int, image_shape: tuple[int, ...], num_classes: int,
     arrays = layout(batch, packing["seq_len"], packing["max_images"], p * p * image_shape[-1],
                     num_classes)
     return {name: spec(shape, dtype) for name, (shape, dtype) in arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoweredStep:
+    """The trainer's train step lowered on abstract inputs, and what it was lowered for."""
+
+    lowered: Any  # jax.stages.Lowered
+    graphdef: Any
+    abstract_state: Any
+    shardings: Any  # the state's NamedShardings
+    inputs: dict[str, jax.ShapeDtypeStruct]  # the batch
+
+
+def lower_train_step(config: mlc.ConfigDict, num_classes: int, mesh: Any, batch: int,
+                     image_shape: tuple[int, ...], packing: Any = None) -> LoweredStep:
+    """The train step exactly as the trainer jits it (``sharding.jit_train_step``: the state's
+    shardings on ``mesh``, the batch split over it, state donated), lowered from shapes alone.
+
+    Exactly: the planner and the sweep measure the program the trainer runs, and the trainer's
+    own compile of it is a compilation-cache hit where a persistent cache is on.
+    """
+    graphdef, abstract = abstract_state(config_state_factory(config, num_classes))
+    shardings = sharding.named_shardings(sharding.param_partition_specs(abstract, mesh), mesh)
+    step = sharding.jit_train_step(train_step(graphdef, optim_config(config)), shardings, mesh)
+    inputs = abstract_batch(batch, image_shape, num_classes, sharding.batch_sharding(mesh),
+                            packing=packing)
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
+    return LoweredStep(step.lower(abstract, inputs, rng), graphdef, abstract, shardings, inputs)
 
 
 @dataclasses.dataclass(frozen=True)

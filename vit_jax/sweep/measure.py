@@ -19,7 +19,7 @@ import ml_collections as mlc
 import numpy as np
 from flax import nnx
 
-from vit_jax import train_state
+from vit_jax import sharding, train_state
 from vit_jax.config import build_model
 from vit_jax.models import count_params
 from vit_jax.train_state import step_cost
@@ -41,7 +41,7 @@ def measure(config: mlc.ConfigDict, num_classes: int, image_shape: tuple[int, in
             throughput_steps: int = 5) -> dict:
     """params, tokens/image, forward GFLOPs/image, train-step peak MiB and (``throughput_steps``
     > 0) steady-state train and eval images/s. Each function is compiled once: the train step
-    compiled for the memory analysis is the one that is timed."""
+    compiled for the memory analysis is the one that is timed, and the one the trainer runs."""
     model = nnx.eval_shape(lambda: build_model(config, num_classes))
     tokens = None
     if hasattr(model, "patch_size"):  # a ViT: tokens the encoder sees, prefix included
@@ -49,10 +49,10 @@ def measure(config: mlc.ConfigDict, num_classes: int, image_shape: tuple[int, in
         tokens = (image_shape[0] // ph) * (image_shape[1] // pw) + model.num_prefix
     out = dict(params=count_params(model), tokens=tokens,
                gflops=forward_flops(config, num_classes, image_shape) / 1e9)
-    train_step, create = compile_train_step(config, num_classes, image_shape)
+    train_step, create, mesh = compile_train_step(config, num_classes, image_shape)
     out["peak_memory_mib"] = step_cost(train_step).peak_bytes / MiB
     if throughput_steps:
-        out.update(throughput(config, num_classes, image_shape, train_step, create,
+        out.update(throughput(config, num_classes, image_shape, train_step, create, mesh,
                               steps=throughput_steps))
     return out
 
@@ -75,15 +75,14 @@ def forward_flops(config: mlc.ConfigDict, num_classes: int, image_shape) -> floa
 
 
 def compile_train_step(config: mlc.ConfigDict, num_classes: int, image_shape):
-    """The trainer's train step (state donated) compiled on one device for the config's batch,
-    from abstract inputs; also returns ``create()`` -> the concrete (model, optimizer)."""
-    create = train_state.config_state_factory(config, num_classes)
-    graphdef, state = train_state.abstract_state(create)
-    step = jax.jit(train_state.train_step(graphdef, train_state.optim_config(config)),
-                   donate_argnums=0)
-    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    batch = train_state.abstract_batch(config.batch_size, image_shape, num_classes)
-    return step.lower(state, batch, rng).compile(), create
+    """The trainer's train step (``train_state.lower_train_step``: its mesh, shardings and
+    donation) compiled for the config's batch from abstract inputs, so the trainer's own compile
+    of it is a cache hit (``JAX_COMPILATION_CACHE_DIR``, which ``vit_jax.sweep`` turns on);
+    also returns ``create()`` -> (model, optimizer) and the mesh."""
+    mesh = sharding.make_mesh(config.mesh)
+    step = train_state.lower_train_step(config, num_classes, mesh, config.batch_size,
+                                        image_shape)
+    return step.lowered.compile(), train_state.config_state_factory(config, num_classes), mesh
 
 
 def _time(fn, steps: int) -> float:
@@ -96,18 +95,21 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def throughput(config: mlc.ConfigDict, num_classes: int, image_shape, train_step, create, *,
-               steps: int = 5) -> dict:
-    """Steady-state images/s of the train step (batch_size) and eval forward (eval_batch_size)."""
-    graphdef, state = nnx.split(create())
+def throughput(config: mlc.ConfigDict, num_classes: int, image_shape, train_step, create,
+               mesh, *, steps: int = 5) -> dict:
+    """Steady-state images/s of the train step (batch_size) and eval forward (eval_batch_size),
+    on a state initialised as the trainer initialises it (``sharding.create_sharded_state``)."""
+    graphdef, state, _ = sharding.create_sharded_state(create, mesh)
     rng = np.random.default_rng(0)
 
     def batch(n):
         labels = rng.integers(0, num_classes, n)
-        return {"image": jnp.asarray(rng.uniform(-1, 1, (n, *image_shape)), jnp.float32),
-                "labels": jax.nn.one_hot(labels, num_classes)}
+        return sharding.shard_batch(
+            {"image": rng.uniform(-1, 1, (n, *image_shape)).astype(np.float32),
+             "labels": np.eye(num_classes, dtype=np.float32)[labels]}, mesh)
 
-    train_batch, key = batch(config.batch_size), jax.random.PRNGKey(0)
+    train_batch = batch(config.batch_size)
+    key = jax.device_put(jax.random.PRNGKey(0), sharding.replicated(mesh))
     holder = [state]
 
     def train_once():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import ml_collections as mlc
 
 from vit_jax.paths import absolute
@@ -22,4 +23,16 @@ def run_sweep(sweep: mlc.ConfigDict, workdir: str | Path) -> list[dict]:
     workdir = absolute(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "sweep_config.json").write_text(sweep.to_json_best_effort(indent=2))
+    use_compile_cache(workdir / COMPILE_CACHE)
     return KINDS[kind].run(sweep, workdir)
+
+
+COMPILE_CACHE = "compile_cache"
+
+
+def use_compile_cache(directory: Path) -> None:
+    """JAX's persistent compilation cache in the sweep's workdir, unless one is already chosen
+    (``JAX_COMPILATION_CACHE_DIR``): a point's measurements compile the train step the trainer
+    then loads instead of compiling it again, and a resumed sweep compiles nothing twice."""
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(directory))
