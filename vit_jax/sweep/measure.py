@@ -77,8 +77,8 @@ def forward_flops(config: mlc.ConfigDict, num_classes: int, image_shape) -> floa
 def compile_train_step(config: mlc.ConfigDict, num_classes: int, image_shape):
     """The trainer's train step (``train_state.lower_train_step``: its mesh, shardings and
     donation) compiled for the config's batch from abstract inputs, so the trainer's own compile
-    of it is a cache hit (``JAX_COMPILATION_CACHE_DIR``, which ``vit_jax.sweep`` turns on);
-    also returns ``create()`` -> (model, optimizer) and the mesh."""
+    of it is a hit in JAX's persistent compilation cache (which ``run_sweep`` turns on); also
+    returns ``create()`` -> (model, optimizer) and the mesh."""
     mesh = sharding.make_mesh(config.mesh)
     step = train_state.lower_train_step(config, num_classes, mesh, config.batch_size,
                                         image_shape)
