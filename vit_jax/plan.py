@@ -247,7 +247,6 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
     step = train_state.lower_train_step(
         config, num_classes, mesh, batch,
         (*model_image_size(config), config.model.get("in_channels", 3)), packing_of(config))
-    batch_s = sharding.batch_sharding(mesh)
     t1 = time.perf_counter()
     # On XLA:CPU the executable never runs: LLVM optimisation only costs time (-40 % compile CPU
     # time; the buffer assignment and cost analysis come from the HLO passes and are identical).
@@ -268,7 +267,7 @@ def compile_step(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, batch: int,
         params_bytes=state["params"], opt_state_bytes=state["optimizer"],
         other_state_bytes=state["other"],
         params_bytes_total=state["params_total"], opt_state_bytes_total=state["optimizer_total"],
-        batch_bytes=sum(math.prod(batch_s.shard_shape(x.shape)) * x.dtype.itemsize
+        batch_bytes=sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                         for x in step.inputs.values()),
         xla=xla,
         peak_bytes=cost.peak_bytes,

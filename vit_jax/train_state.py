@@ -86,7 +86,6 @@ class LoweredStep:
     """The trainer's train step lowered on abstract inputs, and what it was lowered for."""
 
     lowered: Any  # jax.stages.Lowered
-    graphdef: Any
     abstract_state: Any
     shardings: Any  # the state's NamedShardings
     inputs: dict[str, jax.ShapeDtypeStruct]  # the batch
@@ -106,7 +105,7 @@ def lower_train_step(config: mlc.ConfigDict, num_classes: int, mesh: Any, batch:
     inputs = abstract_batch(batch, image_shape, num_classes, sharding.batch_sharding(mesh),
                             packing=packing)
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
-    return LoweredStep(step.lower(abstract, inputs, rng), graphdef, abstract, shardings, inputs)
+    return LoweredStep(step.lower(abstract, inputs, rng), abstract, shardings, inputs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from vit_jax.sweep import flexi, grid, native, resolution
 
 # kind -> module with ``run(sweep, workdir) -> records``
 KINDS = {"grid": grid, "resolution": resolution, "flexi": flexi, "native": native}
+COMPILE_CACHE = "compile_cache"  # in the sweep's workdir
 
 
 def run_sweep(sweep: mlc.ConfigDict, workdir: str | Path) -> list[dict]:
@@ -27,12 +28,10 @@ def run_sweep(sweep: mlc.ConfigDict, workdir: str | Path) -> list[dict]:
     return KINDS[kind].run(sweep, workdir)
 
 
-COMPILE_CACHE = "compile_cache"
-
-
 def use_compile_cache(directory: Path) -> None:
     """JAX's persistent compilation cache in the sweep's workdir, unless one is already chosen
-    (``JAX_COMPILATION_CACHE_DIR``): a point's measurements compile the train step the trainer
-    then loads instead of compiling it again, and a resumed sweep compiles nothing twice."""
+    (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``): a point's measurements compile the train
+    step the trainer then loads instead of compiling it again, and a resumed sweep loads what it
+    compiled before (each program over JAX's one-second threshold)."""
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(directory))
