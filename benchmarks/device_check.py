@@ -81,8 +81,8 @@ def log(msg: str) -> None:
 class Check:
     """The run: its budget, the results so far, and the report rewritten after each section."""
 
-    def __init__(self, size: dict, out: Path, budget_s: float):
-        self.size, self.out = size, out
+    def __init__(self, size: dict, out: Path, budget_s: float, scratch: Path):
+        self.size, self.out, self.scratch = size, out, scratch
         self.t0 = time.monotonic()
         self.deadline = self.t0 + budget_s
         self.results: dict[str, Any] = {"tiny": size is TINY, "budget_s": budget_s,
@@ -127,7 +127,7 @@ def job(spec: dict, timeout: float, env: dict | None = None) -> dict:
 def correctness(check: Check, platforms: str, dtype: str) -> None:
     """pytest -m device and the quickstart on the device, the planner on the CPU, at once."""
     size, sections = check.size, check.results["sections"]
-    scratch = Path(tempfile.mkdtemp(prefix="device_check_"))
+    scratch = check.scratch
     shared = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "JAX_PLATFORMS": platforms}
     env = {**os.environ, **shared}
     timeout = min(240.0, check.remaining() - 30)
@@ -244,7 +244,14 @@ SECTIONS = {"speed": speed, "peer": peer, "kernels": lambda check, *_: kernels(c
 
 
 def run(size: dict, out: Path, budget_s: float) -> dict:
-    check = Check(size, out, budget_s)
+    """The check, in a scratch directory (the quickstart's workdir, the compilation cache)
+    removed when it ends, however it ends: only ``out`` keeps anything."""
+    with tempfile.TemporaryDirectory(prefix="device_check_") as scratch:
+        return _run(Check(size, out, budget_s, Path(scratch)))
+
+
+def _run(check: Check) -> dict:
+    size, out = check.size, check.out
     env = job({"kind": "env"}, timeout=120)
     check.results["env"] = env
     if "error" in env:
@@ -254,7 +261,7 @@ def run(size: dict, out: Path, budget_s: float) -> dict:
     log(f"backend {env['backend']} ({env['device_kind']}), auto dtype {env['auto_dtype']}")
     # Later processes reuse what earlier ones compiled (the duel's vit_jax step is the speed
     # section's): compile times are reported from each program's first, uncached compile.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jax_cache_"))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(check.scratch / "jax_cache"))
     platforms = "cuda,cpu" if gpu else env["backend"]
     if check.fits("correctness", 60):
         correctness(check, platforms, env["auto_dtype"])

@@ -15,8 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def device_check(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHON": sys.executable}
+def device_check(*args: str, timeout: float = 600, env: dict | None = None
+                 ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
     env.pop("JAX_PLATFORMS", None)  # the script's own choice, as on a GPU machine
     return subprocess.run([str(REPO / "scripts" / "device_check.sh"), *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
@@ -24,9 +25,13 @@ def device_check(*args: str, timeout: float = 600) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("device_check")
-    r = device_check("--tiny", "--out", str(out))
+    out, tmp = tmp_path_factory.mktemp("device_check"), tmp_path_factory.mktemp("tmpdir")
+    r = device_check("--tiny", "--out", str(out), env={"TMPDIR": str(tmp)})
     assert r.returncode == 0, r.stderr[-3000:]
+    # Its scratch (the quickstart's workdir, a compilation cache) is gone; only pytest's and
+    # torch.compile's caches (kept by their design) remain.
+    kept_by_design = ("pytest-of-", "torchinductor_")
+    assert [p.name for p in tmp.iterdir() if not p.name.startswith(kept_by_design)] == []
     return json.loads((out / "RESULTS_GPU.json").read_text()), (out / "RESULTS_GPU.md").read_text()
 
 
