@@ -1,12 +1,16 @@
 """`make install ACCEL=...`: the plugin pinned to requirements.txt's JAX, the choice kept for
-later make commands, a bad value refused in one line, ``auto`` detecting this machine."""
+later make commands, a bad value refused in one line, ``auto`` detecting this machine, the
+dependencies' bytecode compiled at install."""
 
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import flax
+import jax
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +58,5 @@ def test_the_venv_is_installed_with_its_bytecode():
     done = dry_run("ACCEL=cpu", "-B")
     assert done.returncode == 0, done.stderr
     assert re.search(r"uv pip install -q --compile-bytecode .*-r requirements\.txt", done.stdout)
-    import importlib.util
-
-    import flax
-    import jax
     for module in (jax, flax):
         assert Path(importlib.util.cache_from_source(module.__file__)).is_file(), module
