@@ -104,3 +104,31 @@ def test_kernel_rows_are_compared_with_the_default_path_of_the_same_step(tiny):
     assert "| 1.25× |" in row
     s1 = next(line for line in md.splitlines() if "| S/1 | 8² | 65 | chunked" in line)
     assert "| n/a |" in s1  # section 2 ran no S/1 step
+
+
+@pytest.mark.parametrize("chosen", [None, "mine"])
+def test_the_check_leaves_the_compilation_cache_variable_as_it_found_it(
+        chosen, tmp_path, monkeypatch):
+    """Jobs share a compilation cache in the check's scratch directory unless the caller chose
+    one; afterwards the variable does not point at the removed directory."""
+    from benchmarks import device_check
+
+    if chosen is None:
+        monkeypatch.delenv(device_check.CACHE_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(device_check.CACHE_VARIABLE, str(tmp_path / chosen))
+    seen = {}
+
+    def fake_run(check):
+        seen["cache"] = os.environ[device_check.CACHE_VARIABLE]
+        seen["scratch"] = check.scratch
+        return {}
+
+    monkeypatch.setattr(device_check, "_run", fake_run)
+    device_check.run(device_check.TINY, tmp_path / "out", budget_s=10)
+    if chosen is None:
+        assert seen["cache"] == str(seen["scratch"] / "jax_cache")
+        assert device_check.CACHE_VARIABLE not in os.environ
+    else:
+        assert seen["cache"] == os.environ[device_check.CACHE_VARIABLE] == str(tmp_path / chosen)
+    assert not seen["scratch"].exists()
